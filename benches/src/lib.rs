@@ -1,0 +1,1 @@
+//! Benchmarks for registry-redirect live in `benches/`.

@@ -1,0 +1,579 @@
+//! The client address: the peer, or what trusted proxies say about the client.
+//!
+//! Forwarding headers are believed only when the peer itself is a trusted
+//! proxy; anyone else could write them. From a trusted peer, the chain of
+//! addresses in the header is read from the right (the hop nearest to us)
+//! and the first address that is not a trusted proxy is the client. Headers
+//! are tried in this order, and the first one present is used:
+//!
+//! 1. `Forwarded` (RFC 7239): the `for=` parameter of each element; quoted
+//!    IPv6 addresses in brackets and ports are accepted;
+//! 2. `X-Forwarded-For`: comma-separated addresses, optionally with ports;
+//! 3. `X-Real-IP`: a single address.
+//!
+//! A malformed entry never fails a request: reading stops there, the nearest
+//! trusted hop seen so far is the client, and [`ClientAddress::note`] says
+//! which header was malformed. Entries that are not plain addresses count as
+//! malformed: `unknown` and obfuscated identifiers (`_hidden`) in `Forwarded`,
+//! IPv6 zone ids (`fe80::1%eth0`), and IPv4 forms other than four decimal
+//! octets (`127.1`, `0x7f.0.0.1`).
+//!
+//! ```
+//! use http::HeaderMap;
+//! use registry_redirect_core::client::{resolve_client, ClientSource, TrustedProxies};
+//!
+//! let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+//! let mut headers = HeaderMap::new();
+//! headers.insert("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
+//!
+//! let client = resolve_client(Some("10.0.0.2".parse().unwrap()), &headers, &trusted);
+//! assert_eq!(client.addr, Some("203.0.113.9".parse().unwrap()));
+//! assert_eq!(client.source, ClientSource::XForwardedFor);
+//!
+//! // The same header from an untrusted peer is ignored.
+//! let client = resolve_client(Some("198.51.100.1".parse().unwrap()), &headers, &trusted);
+//! assert_eq!(client.addr, Some("198.51.100.1".parse().unwrap()));
+//! assert_eq!(client.source, ClientSource::Peer);
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{HeaderMap, HeaderName, FORWARDED};
+use ipnet::IpNet;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The proxies whose forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// Trusts the peers inside any of `networks`.
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        TrustedProxies { networks }
+    }
+
+    /// Trusts no one: the peer address is always the client address.
+    pub fn none() -> Self {
+        TrustedProxies::default()
+    }
+
+    /// Returns whether `addr` is a trusted proxy. IPv4-mapped IPv6 addresses
+    /// are compared as IPv4.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = canonical(addr);
+        self.networks.iter().any(|net| net.contains(&addr))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+
+    /// The trusted networks.
+    pub fn networks(&self) -> &[IpNet] {
+        &self.networks
+    }
+}
+
+/// Where the client address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    /// The address of the TCP peer.
+    Peer,
+    /// The `Forwarded` header, from a trusted proxy.
+    Forwarded,
+    /// The `X-Forwarded-For` header, from a trusted proxy.
+    XForwardedFor,
+    /// The `X-Real-IP` header, from a trusted proxy.
+    XRealIp,
+    /// No address was available: the adapter passed no peer address.
+    Unknown,
+}
+
+impl ClientSource {
+    /// The name used in explanations and logs: `peer`, `forwarded`,
+    /// `x-forwarded-for`, `x-real-ip` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientSource::Peer => "peer",
+            ClientSource::Forwarded => "forwarded",
+            ClientSource::XForwardedFor => "x-forwarded-for",
+            ClientSource::XRealIp => "x-real-ip",
+            ClientSource::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ClientSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something worth knowing about how the client address was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientNote {
+    /// A forwarding header from a trusted proxy had an entry that is not an
+    /// address; the nearest trusted hop was used instead.
+    MalformedHeader(ClientSource),
+}
+
+impl fmt::Display for ClientNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientNote::MalformedHeader(source) => write!(
+                f,
+                "the {source} header has an entry that is not an IP address; the nearest trusted hop was used"
+            ),
+        }
+    }
+}
+
+/// The client address used for a decision, with its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress {
+    /// The address; `None` when the adapter knew no peer address.
+    pub addr: Option<IpAddr>,
+    /// Where the address came from.
+    pub source: ClientSource,
+    /// Set when a header was malformed and a fallback was used.
+    pub note: Option<ClientNote>,
+}
+
+impl ClientAddress {
+    fn new(addr: IpAddr, source: ClientSource) -> Self {
+        ClientAddress {
+            addr: Some(canonical(addr)),
+            source,
+            note: None,
+        }
+    }
+}
+
+/// Finds the client address from the peer address and the request headers.
+///
+/// `peer` is `None` when the adapter does not know the connection's peer;
+/// the result is then [`ClientSource::Unknown`] and no header is believed.
+pub fn resolve_client(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+) -> ClientAddress {
+    let Some(peer) = peer else {
+        return ClientAddress {
+            addr: None,
+            source: ClientSource::Unknown,
+            note: None,
+        };
+    };
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return ClientAddress::new(peer, ClientSource::Peer);
+    }
+
+    if headers.contains_key(FORWARDED) {
+        return walk_forwarded(peer, headers, trusted);
+    }
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        let entries = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .rev()
+            .flat_map(|value| {
+                // A value that is not visible ASCII counts as one malformed entry.
+                let text = value.to_str().ok();
+                let malformed = text.is_none().then_some(None);
+                let entries = text.into_iter().flat_map(|text| text.rsplit(','));
+                entries.map(parse_node).chain(malformed)
+            });
+        return walk_chain(peer, entries, trusted, ClientSource::XForwardedFor);
+    }
+    if let Some(value) = headers.get(&X_REAL_IP) {
+        let entry = value.to_str().ok().and_then(parse_node);
+        return walk_chain(peer, std::iter::once(entry), trusted, ClientSource::XRealIp);
+    }
+    ClientAddress::new(peer, ClientSource::Peer)
+}
+
+/// Reads a chain of addresses, nearest hop first, and picks the client.
+fn walk_chain<I>(
+    peer: IpAddr,
+    entries: I,
+    trusted: &TrustedProxies,
+    source: ClientSource,
+) -> ClientAddress
+where
+    I: Iterator<Item = Option<IpAddr>>,
+{
+    let mut nearest = ClientAddress::new(peer, ClientSource::Peer);
+    for entry in entries {
+        let Some(addr) = entry else {
+            nearest.note = Some(ClientNote::MalformedHeader(source));
+            return nearest;
+        };
+        nearest = ClientAddress::new(addr, source);
+        if !trusted.contains(addr) {
+            return nearest;
+        }
+    }
+    // Every hop is a trusted proxy: the farthest one is the best we know.
+    nearest
+}
+
+fn walk_forwarded(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> ClientAddress {
+    let mut nodes: Vec<Option<IpAddr>> = Vec::new();
+    for value in headers.get_all(FORWARDED) {
+        match value.to_str() {
+            Ok(text) => forwarded_for_nodes(text, &mut nodes),
+            Err(_) => nodes.push(None),
+        }
+    }
+    walk_chain(
+        peer,
+        nodes.into_iter().rev(),
+        trusted,
+        ClientSource::Forwarded,
+    )
+}
+
+/// Appends the `for=` node of each element of a `Forwarded` header value, in
+/// order; `None` for a node that is not an address, or an element without
+/// `for=` or that cannot be parsed.
+fn forwarded_for_nodes(text: &str, nodes: &mut Vec<Option<IpAddr>>) {
+    let mut element_for: Option<Option<IpAddr>> = None;
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        // One `name=value` pair.
+        let Some(eq) = rest.find('=') else {
+            nodes.push(None);
+            return;
+        };
+        let name = rest[..eq].trim();
+        rest = &rest[eq + 1..];
+        let (value, after) = match take_forwarded_value(rest) {
+            Some(parts) => parts,
+            None => {
+                nodes.push(None);
+                return;
+            }
+        };
+        if name.eq_ignore_ascii_case("for") && element_for.is_none() {
+            element_for = Some(parse_node(value));
+        }
+        rest = after.trim_start_matches([' ', '\t']);
+
+        match rest.as_bytes().first() {
+            Some(b';') => rest = &rest[1..],
+            Some(b',') => {
+                nodes.push(element_for.take().flatten());
+                rest = &rest[1..];
+            }
+            None => {
+                nodes.push(element_for.take().flatten());
+                return;
+            }
+            Some(_) => {
+                nodes.push(None);
+                return;
+            }
+        }
+    }
+}
+
+/// Splits a token or quoted-string value off the front of `text`.
+fn take_forwarded_value(text: &str) -> Option<(&str, &str)> {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let end = quoted.find('"')?;
+        let value = &quoted[..end];
+        // A quoted-pair would need unescaping, and no address contains one.
+        if value.contains('\\') {
+            return None;
+        }
+        return Some((value, &quoted[end + 1..]));
+    }
+    let end = text.find([';', ',', ' ', '\t']).unwrap_or(text.len());
+    Some((&text[..end], &text[end..]))
+}
+
+/// Parses one hop: an IP address, optionally with a port (`192.0.2.1:80`,
+/// `[2001:db8::1]:80`) or in brackets (`[2001:db8::1]`).
+fn parse_node(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim_matches([' ', '\t']);
+    if let Ok(addr) = entry.parse::<IpAddr>() {
+        return Some(addr);
+    }
+    if let Ok(socket) = entry.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
+/// Turns an IPv4-mapped IPv6 address into the IPv4 address it carries.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ])
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for &(name, value) in pairs {
+            map.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn resolve(peer: &str, pairs: &[(&'static str, &str)]) -> ClientAddress {
+        resolve_client(Some(ip(peer)), &headers(pairs), &trusted())
+    }
+
+    #[test]
+    fn untrusted_peer_ignores_every_header() {
+        let client = resolve(
+            "198.51.100.7",
+            &[
+                ("forwarded", "for=203.0.113.1"),
+                ("x-forwarded-for", "203.0.113.2"),
+                ("x-real-ip", "203.0.113.3"),
+            ],
+        );
+        assert_eq!(client.addr, Some(ip("198.51.100.7")));
+        assert_eq!(client.source, ClientSource::Peer);
+        assert_eq!(client.note, None);
+    }
+
+    #[test]
+    fn no_trusted_proxies_means_peer() {
+        let client = resolve_client(
+            Some(ip("10.0.0.1")),
+            &headers(&[("x-forwarded-for", "203.0.113.2")]),
+            &TrustedProxies::none(),
+        );
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert_eq!(client.source, ClientSource::Peer);
+    }
+
+    #[test]
+    fn unknown_peer() {
+        let client = resolve_client(None, &headers(&[("x-real-ip", "203.0.113.2")]), &trusted());
+        assert_eq!(client.addr, None);
+        assert_eq!(client.source, ClientSource::Unknown);
+    }
+
+    #[test]
+    fn trusted_peer_without_headers() {
+        let client = resolve("10.0.0.1", &[]);
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert_eq!(client.source, ClientSource::Peer);
+    }
+
+    #[test]
+    fn x_forwarded_for_rightmost_untrusted() {
+        let client = resolve(
+            "10.0.0.1",
+            &[(
+                "x-forwarded-for",
+                "1.1.1.1, 203.0.113.5, 10.0.0.9, 10.0.0.8",
+            )],
+        );
+        assert_eq!(client.addr, Some(ip("203.0.113.5")));
+        assert_eq!(client.source, ClientSource::XForwardedFor);
+    }
+
+    #[test]
+    fn x_forwarded_for_across_header_lines() {
+        let client = resolve(
+            "10.0.0.1",
+            &[
+                ("x-forwarded-for", "203.0.113.5"),
+                ("x-forwarded-for", "10.0.0.9"),
+            ],
+        );
+        assert_eq!(client.addr, Some(ip("203.0.113.5")));
+    }
+
+    #[test]
+    fn x_forwarded_for_with_ports_and_ipv6() {
+        for (value, expected) in [
+            ("203.0.113.5:4711", "203.0.113.5"),
+            ("[2001:db8::1]:4711", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("::ffff:203.0.113.5", "203.0.113.5"),
+        ] {
+            let client = resolve("10.0.0.1", &[("x-forwarded-for", value)]);
+            assert_eq!(client.addr, Some(ip(expected)), "{value}");
+        }
+    }
+
+    #[test]
+    fn all_hops_trusted_takes_farthest() {
+        let client = resolve("10.0.0.1", &[("x-forwarded-for", "10.0.0.3, 10.0.0.2")]);
+        assert_eq!(client.addr, Some(ip("10.0.0.3")));
+        assert_eq!(client.source, ClientSource::XForwardedFor);
+    }
+
+    #[test]
+    fn malformed_entry_falls_back_to_nearest_trusted_hop() {
+        let client = resolve(
+            "10.0.0.1",
+            &[("x-forwarded-for", "203.0.113.5, garbage, 10.0.0.9")],
+        );
+        assert_eq!(client.addr, Some(ip("10.0.0.9")));
+        assert_eq!(client.source, ClientSource::XForwardedFor);
+        assert_eq!(
+            client.note,
+            Some(ClientNote::MalformedHeader(ClientSource::XForwardedFor))
+        );
+
+        let client = resolve("10.0.0.1", &[("x-forwarded-for", "nonsense")]);
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert_eq!(client.source, ClientSource::Peer);
+        assert!(client.note.is_some());
+    }
+
+    #[test]
+    fn obfuscated_and_zoned_addresses_are_malformed() {
+        for value in [
+            "127.1",
+            "0x7f.0.0.1",
+            "fe80::1%eth0",
+            "",
+            "1.2.3.4.5",
+            "010.1.1.1",
+        ] {
+            let client = resolve("10.0.0.1", &[("x-forwarded-for", value)]);
+            assert_eq!(client.addr, Some(ip("10.0.0.1")), "{value:?}");
+            assert!(client.note.is_some(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_header_is_malformed() {
+        let mut map = HeaderMap::new();
+        map.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"203.0.113.5\xff").unwrap(),
+        );
+        let client = resolve_client(Some(ip("10.0.0.1")), &map, &trusted());
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert!(client.note.is_some());
+    }
+
+    #[test]
+    fn thousands_of_entries() {
+        let mut chain = vec!["203.0.113.1"; 5000].join(",");
+        chain.push_str(", 198.51.100.4");
+        let client = resolve("10.0.0.1", &[("x-forwarded-for", &chain)]);
+        assert_eq!(client.addr, Some(ip("198.51.100.4")));
+    }
+
+    #[test]
+    fn forwarded_header() {
+        let client = resolve(
+            "10.0.0.1",
+            &[(
+                "forwarded",
+                "for=192.0.2.60;proto=http;by=203.0.113.43, for=\"[2001:db8:cafe::17]:4711\"",
+            )],
+        );
+        assert_eq!(client.addr, Some(ip("2001:db8:cafe::17")));
+        assert_eq!(client.source, ClientSource::Forwarded);
+    }
+
+    #[test]
+    fn forwarded_skips_trusted_and_is_case_insensitive() {
+        let client = resolve(
+            "10.0.0.1",
+            &[("forwarded", "For=192.0.2.60, for=10.1.1.1;proto=https")],
+        );
+        assert_eq!(client.addr, Some(ip("192.0.2.60")));
+    }
+
+    #[test]
+    fn forwarded_takes_precedence_over_x_forwarded_for() {
+        let client = resolve(
+            "10.0.0.1",
+            &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("forwarded", "for=192.0.2.60"),
+            ],
+        );
+        assert_eq!(client.addr, Some(ip("192.0.2.60")));
+        assert_eq!(client.source, ClientSource::Forwarded);
+    }
+
+    #[test]
+    fn forwarded_quoted_comma_in_other_parameter() {
+        let client = resolve("10.0.0.1", &[("forwarded", "for=192.0.2.60;ext=\"a,b\"")]);
+        assert_eq!(client.addr, Some(ip("192.0.2.60")));
+    }
+
+    #[test]
+    fn forwarded_unknown_and_obfuscated_nodes() {
+        for value in [
+            "for=unknown",
+            "for=_hidden",
+            "proto=http",
+            "for=\"[::1\"",
+            "garbage",
+            "for=\"a\\\"b\"",
+        ] {
+            let client = resolve("10.0.0.1", &[("forwarded", value)]);
+            assert_eq!(client.addr, Some(ip("10.0.0.1")), "{value:?}");
+            assert_eq!(
+                client.note,
+                Some(ClientNote::MalformedHeader(ClientSource::Forwarded)),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn x_real_ip() {
+        let client = resolve("10.0.0.1", &[("x-real-ip", "203.0.113.7")]);
+        assert_eq!(client.addr, Some(ip("203.0.113.7")));
+        assert_eq!(client.source, ClientSource::XRealIp);
+
+        let client = resolve("10.0.0.1", &[("x-real-ip", "not-an-ip")]);
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert_eq!(
+            client.note,
+            Some(ClientNote::MalformedHeader(ClientSource::XRealIp))
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peer_is_trusted_as_ipv4() {
+        let client = resolve("::ffff:10.0.0.1", &[("x-real-ip", "203.0.113.7")]);
+        assert_eq!(client.addr, Some(ip("203.0.113.7")));
+        let client = resolve("::ffff:198.51.100.1", &[]);
+        assert_eq!(client.addr, Some(ip("198.51.100.1")));
+    }
+}

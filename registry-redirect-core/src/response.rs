@@ -1,0 +1,303 @@
+//! Turning a [`Decision`] into an [`http::Response`].
+//!
+//! Every response to a `/v2` request carries
+//! `Docker-Distribution-Api-Version: registry/2.0`, as registries send it.
+//!
+//! - A redirect has `Location`, `Cache-Control: private` (the answer depends
+//!   on who asks, so shared caches must not keep it), and for `GET` a short
+//!   HTML body that links the location, as Go's `http.Redirect` writes one.
+//! - The API version check gets 200 with an empty JSON object, as the
+//!   reference registry answers it.
+//! - A rejection gets an OCI error body
+//!   (`{"errors":[{"code":"NAME_INVALID","message":"...","detail":null}]}`),
+//!   and 405 adds `Allow: GET, HEAD`.
+//!
+//! `HEAD` responses carry the same headers and no body.
+//!
+//! ```
+//! use http::{HeaderMap, Method};
+//! use registry_redirect_core::{decide, Policy, PolicySpec, RequestView, UpstreamSpec};
+//!
+//! let mut spec = PolicySpec::new("k8s");
+//! spec.upstreams.insert("k8s".into(), UpstreamSpec::new("https://registry.k8s.io"));
+//! let policy = Policy::compile(&spec).unwrap();
+//! let headers = HeaderMap::new();
+//! let view = RequestView {
+//!     method: &Method::GET,
+//!     path: "/v2/_catalog",
+//!     query: None,
+//!     host: None,
+//!     peer: None,
+//!     headers: &headers,
+//! };
+//! let response = decide(&policy, &view).into_response().unwrap();
+//! assert_eq!(response.status(), 404);
+//! assert!(response.body().starts_with(r#"{"errors":[{"code":"UNSUPPORTED""#));
+//! ```
+
+use http::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::{Response, StatusCode};
+
+use crate::decision::{Decision, Outcome, Rejection};
+
+/// `Docker-Distribution-Api-Version`, which clients read to recognize a registry.
+pub static API_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+/// The value of [`API_VERSION_HEADER`].
+pub static API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+static PRIVATE: HeaderValue = HeaderValue::from_static("private");
+static HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
+impl Decision<'_> {
+    /// Builds the response for this decision, or `None` for a request that is
+    /// not a registry request (the adapter passes it on or answers it itself).
+    pub fn into_response(self) -> Option<Response<String>> {
+        let is_head = self.is_head;
+        let mut response = match self.outcome {
+            Outcome::Redirect {
+                status, location, ..
+            } => redirect_response(status, location, is_head),
+            Outcome::AnswerApiVersion { .. } => {
+                let mut response = Response::new(body_unless_head("{}", is_head));
+                response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+                response
+            }
+            Outcome::Reject(rejection) => rejection_response(&rejection, is_head),
+            Outcome::NotRegistry => return None,
+        };
+        response
+            .headers_mut()
+            .insert(API_VERSION_HEADER.clone(), API_VERSION.clone());
+        Some(response)
+    }
+}
+
+fn body_unless_head(body: &str, is_head: bool) -> String {
+    if is_head {
+        String::new()
+    } else {
+        body.to_owned()
+    }
+}
+
+fn redirect_response(status: StatusCode, location: String, is_head: bool) -> Response<String> {
+    let body = if is_head {
+        String::new()
+    } else {
+        redirect_html(status, &location)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    match HeaderValue::try_from(location) {
+        Ok(value) => {
+            headers.insert(LOCATION, value);
+        }
+        Err(_) => {
+            // The core builds locations from validated parts and percent-encodes
+            // the query, so this branch is not expected; answer without a
+            // redirect rather than panic.
+            return rejection_response(&INVALID_LOCATION, is_head);
+        }
+    }
+    headers.insert(CACHE_CONTROL, PRIVATE.clone());
+    if !is_head {
+        headers.insert(CONTENT_TYPE, HTML.clone());
+    }
+    response
+}
+
+const INVALID_LOCATION: Rejection = Rejection {
+    status: StatusCode::INTERNAL_SERVER_ERROR,
+    code: crate::decision::ErrorCode::Unsupported,
+    message: "the redirect location could not be written as a header",
+};
+
+/// Builds the HTML body of a redirect: a link to the location.
+pub fn redirect_html(status: StatusCode, location: &str) -> String {
+    let text = status.canonical_reason().unwrap_or("Redirect");
+    let mut body = String::with_capacity(location.len() + text.len() + 24);
+    body.push_str("<a href=\"");
+    push_html_escaped(&mut body, location);
+    body.push_str("\">");
+    body.push_str(text);
+    body.push_str("</a>.\n");
+    body
+}
+
+fn push_html_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+}
+
+fn rejection_response(rejection: &Rejection, is_head: bool) -> Response<String> {
+    let body = if is_head {
+        String::new()
+    } else {
+        oci_error_body(rejection.code.as_str(), rejection.message)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = rejection.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, GET_HEAD.clone());
+    }
+    response
+}
+
+/// Builds an OCI error body with one error: `{"errors":[{"code":...,"message":...,"detail":null}]}`.
+pub fn oci_error_body(code: &str, message: &str) -> String {
+    let mut body = String::with_capacity(code.len() + message.len() + 48);
+    body.push_str("{\"errors\":[{\"code\":");
+    push_json_string(&mut body, code);
+    body.push_str(",\"message\":");
+    push_json_string(&mut body, message);
+    body.push_str(",\"detail\":null}]}");
+    body
+}
+
+/// Appends `text` as a JSON string literal, quotes included.
+pub fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::{decide, RequestView};
+    use crate::policy::{Policy, PolicySpec, UpstreamSpec};
+    use http::{HeaderMap, Method};
+
+    fn respond(method: Method, path: &str, query: Option<&str>) -> Response<String> {
+        let mut spec = PolicySpec::new("k8s");
+        spec.upstreams
+            .insert("k8s".into(), UpstreamSpec::new("https://registry.k8s.io"));
+        let policy = Policy::compile(&spec).unwrap();
+        let headers = HeaderMap::new();
+        let view = RequestView {
+            method: &method,
+            path,
+            query,
+            host: None,
+            peer: None,
+            headers: &headers,
+        };
+        decide(&policy, &view).into_response().unwrap()
+    }
+
+    #[test]
+    fn redirect_get_has_html_body() {
+        let response = respond(Method::GET, "/v2/a/manifests/1", Some("ns=x&y=1"));
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        let location = "https://registry.k8s.io/v2/a/manifests/1?ns=x&y=1";
+        assert_eq!(response.headers()[LOCATION], location);
+        assert_eq!(response.headers()[CACHE_CONTROL], "private");
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            response.headers()["docker-distribution-api-version"],
+            "registry/2.0"
+        );
+        assert_eq!(
+            response.body(),
+            "<a href=\"https://registry.k8s.io/v2/a/manifests/1?ns=x&amp;y=1\">Temporary Redirect</a>.\n"
+        );
+    }
+
+    #[test]
+    fn redirect_head_has_no_body() {
+        let response = respond(Method::HEAD, "/v2/a/manifests/1", None);
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert!(response.body().is_empty());
+        assert!(response.headers().get(CONTENT_TYPE).is_none());
+        assert_eq!(
+            response.headers()[LOCATION],
+            "https://registry.k8s.io/v2/a/manifests/1"
+        );
+    }
+
+    #[test]
+    fn api_version_answer() {
+        let response = respond(Method::GET, "/v2/", None);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["docker-distribution-api-version"],
+            "registry/2.0"
+        );
+        assert_eq!(response.body(), "{}");
+        let response = respond(Method::HEAD, "/v2/", None);
+        assert!(response.body().is_empty());
+    }
+
+    #[test]
+    fn method_not_allowed_has_allow_and_error_body() {
+        let response = respond(Method::POST, "/v2/a/blobs/uploads/", None);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[ALLOW], "GET, HEAD");
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+    }
+
+    #[test]
+    fn invalid_name_error_body_is_json() {
+        let response = respond(Method::GET, "/v2/a%2Fb/manifests/1", None);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(body["errors"][0]["code"], "NAME_INVALID");
+        assert!(body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[a-z0-9]+"));
+    }
+
+    #[test]
+    fn not_registry_has_no_response() {
+        let mut spec = PolicySpec::new("k8s");
+        spec.upstreams
+            .insert("k8s".into(), UpstreamSpec::new("https://registry.k8s.io"));
+        let policy = Policy::compile(&spec).unwrap();
+        let headers = HeaderMap::new();
+        let view = RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            host: None,
+            peer: None,
+            headers: &headers,
+        };
+        assert!(decide(&policy, &view).into_response().is_none());
+    }
+
+    #[test]
+    fn json_string_escapes_controls() {
+        let mut out = String::new();
+        push_json_string(&mut out, "a\"b\\c\n\u{1}");
+        assert_eq!(out, "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}
