@@ -53,6 +53,8 @@ pub mod path;
 pub mod policy;
 pub mod ranges;
 pub mod response;
+#[cfg(feature = "cloud-ranges")]
+pub mod sources;
 
 pub use client::{ClientAddress, ClientSource, TrustedProxies};
 pub use decision::{decide, Decision, ErrorCode, Outcome, Rejection, RequestView, Route};

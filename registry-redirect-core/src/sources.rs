@@ -1,0 +1,1 @@
+//! Parsers for published client range files.
