@@ -1,0 +1,10 @@
+//! The `registry-redirect` server and command line, as a library so that
+//! its parts can be tested and documented.
+//!
+//! - [`config`]: the TOML configuration file, with line and column
+//!   diagnostics.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
