@@ -3,8 +3,10 @@
 //!
 //! - [`config`]: the TOML configuration file, with line and column
 //!   diagnostics.
+//! - [`summary`]: the policy on one screen, for `check` and `serve`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod summary;

@@ -1,0 +1,215 @@
+//! A one-screen summary of a loaded policy, printed by `check` and at the
+//! start of `serve`.
+//!
+//! ```
+//! use registry_redirect_cli::config::Config;
+//! use registry_redirect_cli::summary::Summary;
+//!
+//! let config = Config::builtin().unwrap();
+//! let text = Summary::new(&config).to_string();
+//! assert!(text.contains("  k8s  https://registry.k8s.io/\n"));
+//! assert!(text.contains("  rules[0] lan-to-docker-hub -> hub: clients 192.168.0.0/24\n"));
+//! assert!(text.contains("default upstream: k8s\n"));
+//! ```
+
+use std::fmt;
+
+use registry_redirect_core::{ApiVersionCheck, RuleSpec, Upstream};
+
+use crate::config::Config;
+
+/// Rules listed before the rest is only counted, so that the summary fits
+/// on a screen.
+const MAX_RULES_SHOWN: usize = 20;
+
+/// Values listed per criterion before the rest is only counted.
+const MAX_VALUES_SHOWN: usize = 4;
+
+/// Displays the upstreams with their URLs and options, the rules in order
+/// with their criteria, the default upstream, the redirect status and the
+/// trusted proxies.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary<'a> {
+    config: &'a Config,
+}
+
+impl<'a> Summary<'a> {
+    /// Creates a summary of `config`.
+    pub fn new(config: &'a Config) -> Self {
+        Summary { config }
+    }
+}
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let policy = &self.config.policy;
+
+        writeln!(f, "upstreams:")?;
+        let width = policy
+            .upstreams()
+            .iter()
+            .map(|upstream| upstream.name().len())
+            .max()
+            .unwrap_or(0);
+        for upstream in policy.upstreams() {
+            write_upstream(f, upstream, width)?;
+        }
+
+        let rules = &self.config.spec.rules;
+        if rules.is_empty() {
+            writeln!(f, "rules: none")?;
+        } else {
+            writeln!(f, "rules (the first match wins):")?;
+        }
+        for (index, rule) in rules.iter().enumerate().take(MAX_RULES_SHOWN) {
+            write!(f, "  rules[{index}] {} -> {}: ", rule.name, rule.upstream)?;
+            write_criteria(f, rule)?;
+            writeln!(f)?;
+        }
+        if rules.len() > MAX_RULES_SHOWN {
+            writeln!(f, "  ... and {} more rules", rules.len() - MAX_RULES_SHOWN)?;
+        }
+
+        writeln!(f, "default upstream: {}", policy.default_upstream().name())?;
+        writeln!(f, "redirect status: {}", policy.redirect_status().as_u16())?;
+        let proxies = policy.trusted_proxies().networks();
+        write!(f, "trusted proxies: ")?;
+        if proxies.is_empty() {
+            writeln!(f, "none (forwarding headers are ignored)")
+        } else {
+            write_list(f, proxies.iter())?;
+            writeln!(f)
+        }
+    }
+}
+
+fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize) -> fmt::Result {
+    write!(f, "  {:width$}  {}", upstream.name(), upstream.url())?;
+    let mut options = Vec::new();
+    if !upstream.path_prefix().is_empty() {
+        options.push(format!("path_prefix {}", upstream.path_prefix()));
+    }
+    if upstream.library_prefix() {
+        options.push("library_prefix".to_owned());
+    }
+    if upstream.api_version_check() != ApiVersionCheck::Answer {
+        options.push(format!(
+            "api_version_check {}",
+            upstream.api_version_check().as_str()
+        ));
+    }
+    if !options.is_empty() {
+        write!(f, "  ({})", options.join(", "))?;
+    }
+    writeln!(f)
+}
+
+fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
+    let kinds: Vec<&str> = rule.kinds.iter().map(|kind| kind.as_str()).collect();
+    let criteria = [
+        (
+            "clients",
+            rule.clients.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
+        ("kinds", kinds),
+        (
+            "repositories",
+            rule.repositories.iter().map(String::as_str).collect(),
+        ),
+        ("hosts", rule.hosts.iter().map(String::as_str).collect()),
+    ];
+    let mut written = false;
+    for (name, values) in criteria.iter().filter(|(_, values)| !values.is_empty()) {
+        if written {
+            f.write_str("; ")?;
+        }
+        write!(f, "{name} ")?;
+        write_list(f, values.iter())?;
+        written = true;
+    }
+    if !written {
+        f.write_str("every request")?;
+    }
+    Ok(())
+}
+
+/// Writes up to [`MAX_VALUES_SHOWN`] values separated by commas, then the
+/// count of the rest.
+fn write_list<T: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    values: impl ExactSizeIterator<Item = T>,
+) -> fmt::Result {
+    let count = values.len();
+    for (index, value) in values.take(MAX_VALUES_SHOWN).enumerate() {
+        if index > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{value}")?;
+    }
+    if count > MAX_VALUES_SHOWN {
+        write!(f, " and {} more", count - MAX_VALUES_SHOWN)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_builtin_policy() {
+        let config = Config::builtin().unwrap();
+        assert_eq!(
+            Summary::new(&config).to_string(),
+            "upstreams:\n\
+             \x20 hub  https://registry-1.docker.io/  (library_prefix, api_version_check redirect)\n\
+             \x20 k8s  https://registry.k8s.io/\n\
+             rules (the first match wins):\n\
+             \x20 rules[0] lan-to-docker-hub -> hub: clients 192.168.0.0/24\n\
+             default upstream: k8s\n\
+             redirect status: 307\n\
+             trusted proxies: none (forwarding headers are ignored)\n"
+        );
+    }
+
+    #[test]
+    fn summary_lists_criteria_and_counts_the_rest() {
+        let mut text = String::from(
+            "default_upstream = \"a\"\n\
+             redirect_status = 302\n\
+             trusted_proxies = [\"10.0.0.1\"]\n\
+             [upstreams.a]\n\
+             url = \"http://127.0.0.1:5001/base\"\n\
+             path_prefix = \"mirror/k8s\"\n\
+             [[rules]]\n\
+             name = \"wide\"\n\
+             clients = [\"10.1.0.0/16\", \"10.2.0.0/16\", \"10.3.0.0/16\", \"10.4.0.0/16\", \"10.5.0.0/16\", \"10.6.0.0/16\"]\n\
+             kinds = [\"blob\"]\n\
+             repositories = [\"pause\"]\n\
+             hosts = [\"*.example.com\"]\n\
+             upstream = \"a\"\n",
+        );
+        for index in 0..MAX_RULES_SHOWN + 2 {
+            text.push_str(&format!(
+                "[[rules]]\nname = \"r{index}\"\nupstream = \"a\"\n"
+            ));
+        }
+        let config = Config::parse("config.toml", &text).unwrap();
+        let summary = Summary::new(&config).to_string();
+        let lines: Vec<&str> = summary.lines().collect();
+        assert_eq!(
+            lines[1],
+            "  a  http://127.0.0.1:5001/base  (path_prefix mirror/k8s/)"
+        );
+        assert_eq!(
+            lines[3],
+            "  rules[0] wide -> a: clients 10.1.0.0/16, 10.2.0.0/16, 10.3.0.0/16, 10.4.0.0/16 and 2 more; \
+             kinds blob; repositories pause; hosts *.example.com"
+        );
+        assert_eq!(lines[4], "  rules[1] r0 -> a: every request");
+        assert_eq!(lines[3 + MAX_RULES_SHOWN], "  ... and 3 more rules");
+        assert!(summary.ends_with(
+            "default upstream: a\nredirect status: 302\ntrusted proxies: 10.0.0.1/32\n"
+        ));
+    }
+}
