@@ -4,9 +4,11 @@
 //! - [`config`]: the TOML configuration file, with line and column
 //!   diagnostics.
 //! - [`summary`]: the policy on one screen, for `check` and `serve`.
+//! - [`explain`]: one request decided offline, for `explain`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod explain;
 pub mod summary;
