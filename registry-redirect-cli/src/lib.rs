@@ -5,10 +5,14 @@
 //!   diagnostics.
 //! - [`summary`]: the policy on one screen, for `check` and `serve`.
 //! - [`explain`]: one request decided offline, for `explain`.
+//! - [`serve`]: the HTTP server around the `registry-redirect-tower` layer.
+//! - [`logging`]: where `serve` writes its log, and at which level.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod explain;
+pub mod logging;
+pub mod serve;
 pub mod summary;

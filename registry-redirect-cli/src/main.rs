@@ -1,17 +1,22 @@
-//! `registry-redirect`: check and explain registry redirect policies.
+//! `registry-redirect`: serve, check and explain registry redirect policies.
 //!
-//! Exit status: 0 on success, 1 when a configuration is invalid, 2 for a
-//! usage error or a file that cannot be read.
+//! Exit status: 0 on success, 1 when a configuration is invalid or the
+//! server fails, 2 for a usage error or a file that cannot be read.
 
-use std::net::IpAddr;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue, Method};
-use registry_redirect_cli::config::{Config, ConfigErrors, LoadError};
+use registry_redirect_cli::config::{Config, ConfigErrors, LoadError, BUILTIN_NAME};
 use registry_redirect_cli::explain::{parse_header, render, OutputFormat, RequestSpec};
+use registry_redirect_cli::logging::{self, LogFilterError};
+use registry_redirect_cli::serve::{self, ServeError, ShutdownSignals};
 use registry_redirect_cli::summary::Summary;
+use registry_redirect_tower::RegistryRedirectLayer;
 
 /// Redirects OCI registry pulls (/v2/...) to the registry that a policy
 /// picks for each client and repository.
@@ -24,6 +29,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve HTTP: respond to /v2/ requests with redirects from the policy.
+    Serve(ServeArgs),
     /// Validate a configuration file and summarize its policy.
     Check {
         /// The configuration file (TOML).
@@ -31,6 +38,31 @@ enum Command {
     },
     /// Decide one request offline and show the decision and why.
     Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The configuration file (TOML). Without it, the built-in policy is
+    /// used: everything to registry.k8s.io, clients in 192.168.0.0/24 to
+    /// Docker Hub.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The address to listen on, as IP:PORT; overrides the file's `listen`
+    /// (default 127.0.0.1:5000). Port 0 picks a free port, which is printed.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The log filter, in RUST_LOG syntax, such as debug or
+    /// info,registry_redirect::access=off [default: RUST_LOG, else info]
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Add the client address to each access-log line (off by default, so
+    /// that logs hold no client addresses).
+    #[arg(long)]
+    log_client_addresses: bool,
+    /// Seconds to wait for requests in flight after SIGINT or SIGTERM
+    /// before exiting anyway.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    shutdown_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,13 +105,19 @@ fn parse_method(text: &str) -> Result<Method, String> {
 enum CliError {
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    LogFilter(#[from] LogFilterError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("failed to start the Tokio runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Load(LoadError::Read { .. }) => 2,
-            CliError::Load(LoadError::Invalid(_)) => 1,
+            CliError::Load(LoadError::Read { .. }) | CliError::LogFilter(_) => 2,
+            CliError::Load(LoadError::Invalid(_)) | CliError::Serve(_) | CliError::Runtime(_) => 1,
         }
     }
 }
@@ -87,6 +125,7 @@ impl CliError {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Check { file } => check(&file),
         Command::Explain(args) => explain(args),
     };
@@ -128,4 +167,49 @@ fn explain(args: ExplainArgs) -> Result<(), CliError> {
     request.host = args.host;
     print!("{}", render(&config.policy, &request, args.format));
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    logging::init(logging::filter(args.log_level.as_deref())?);
+    let config = Config::load_or_builtin(args.config.as_deref())?;
+    let source = args.config.as_deref().map_or_else(
+        || BUILTIN_NAME.to_owned(),
+        |path| path.display().to_string(),
+    );
+    let listen = args.listen.unwrap_or(config.listen);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(async {
+        let signals = ShutdownSignals::install()?;
+        let listener = serve::bind(listen).await?;
+        let local = listener.local_addr().unwrap_or(listen);
+
+        // The address goes to stdout first, so that a script can read the
+        // port picked for --listen ADDR:0 from the first line. A closed
+        // stdout does not stop the server, so write errors are ignored.
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(
+            stdout,
+            "listening on http://{local}\npolicy: {source}\n{}",
+            Summary::new(&config)
+        );
+        let _ = stdout.flush();
+        drop(stdout);
+        tracing::info!(
+            listen = %local,
+            policy = %source,
+            upstreams = config.policy.upstreams().len(),
+            rules = config.policy.rules().len(),
+            "registry-redirect started"
+        );
+
+        let layer =
+            RegistryRedirectLayer::new(config.policy).log_client_address(args.log_client_addresses);
+        let timeout = Duration::from_secs(args.shutdown_timeout);
+        serve::run(listener, serve::router(layer), signals, timeout).await?;
+        Ok(())
+    })
 }
