@@ -1,0 +1,375 @@
+//! `serve` as a child process, spoken to over loopback with raw HTTP/1.1:
+//! redirects, the API version check, rejections, HEAD, and a clean exit
+//! on SIGTERM. No request leaves this machine: only `Location` headers name
+//! other hosts.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_registry-redirect");
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Upper bound for the server to start, and for it to exit after SIGTERM.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Upper bound for one request and its response.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `registry-redirect serve`, killed on drop so that a failing
+/// test never leaves it running.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the server on a free loopback port and reads the address it
+    /// prints first.
+    fn start(extra_args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(extra_args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the registry-redirect binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Build the guard before reading, so that a failed read kills the child.
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        server.addr = read_listen_address(stdout);
+        server
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit, at most [`PROCESS_DEADLINE`].
+    fn wait_for_exit(&mut self) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < PROCESS_DEADLINE {
+            if let Some(status) = self.child.try_wait().expect("try_wait works") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads the first stdout line, `listening on http://ADDR`, on a thread so
+/// that a server that never prints cannot hang the test. The thread then
+/// drains the rest of stdout, so the server never blocks on a full pipe.
+fn read_listen_address(stdout: ChildStdout) -> SocketAddr {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = sender.send(first);
+        for _ in lines {}
+    });
+    let line = receiver
+        .recv_timeout(PROCESS_DEADLINE)
+        .expect("the server prints its address within the deadline");
+    line.strip_prefix("listening on http://")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("first stdout line is not `listening on http://ADDR`: {line:?}"))
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole response.
+fn send(addr: SocketAddr, method: &str, target: &str) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: registry.example.test\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("the response has a header section");
+    let head = std::str::from_utf8(&raw[..split]).expect("headers are text");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Sends SIGTERM with the system's `kill`, which avoids a libc dependency
+/// for one call.
+fn terminate(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+fn assert_oci_error(response: &Response, code: &str) {
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&response.body).expect("the body is JSON");
+    assert_eq!(body["errors"][0]["code"], code, "{}", response.body_text());
+    assert!(body["errors"][0]["message"].is_string());
+}
+
+#[test]
+fn serve_answers_registry_requests() {
+    let mut server = Server::start(&[]);
+    let addr = server.addr;
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+
+    let blob = send(addr, "GET", &format!("/v2/library/nginx/blobs/{DIGEST}"));
+    assert_eq!(blob.status, 307);
+    assert_eq!(
+        blob.header("location"),
+        Some(format!("https://registry.k8s.io/v2/library/nginx/blobs/{DIGEST}").as_str())
+    );
+
+    let version_check = send(addr, "GET", "/v2/");
+    assert_eq!(version_check.status, 200);
+    assert_eq!(
+        version_check.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    let upload = send(addr, "POST", "/v2/x/blobs/uploads/");
+    assert_eq!(upload.status, 405);
+    assert_eq!(upload.header("allow"), Some("GET, HEAD"));
+    assert_oci_error(&upload, "UNSUPPORTED");
+
+    let catalog = send(addr, "GET", "/v2/_catalog");
+    assert_eq!(catalog.status, 404);
+    assert_oci_error(&catalog, "UNSUPPORTED");
+
+    let encoded = send(addr, "GET", "/v2/library%2Fnginx/manifests/latest");
+    assert_eq!(encoded.status, 404);
+    assert_oci_error(&encoded, "NAME_INVALID");
+
+    let head = send(addr, "HEAD", "/v2/pause/manifests/3.10");
+    assert_eq!(head.status, 307);
+    assert_eq!(
+        head.header("location"),
+        Some("https://registry.k8s.io/v2/pause/manifests/3.10")
+    );
+    assert!(
+        head.body.is_empty(),
+        "HEAD has a body: {:?}",
+        head.body_text()
+    );
+
+    let root = send(addr, "GET", "/");
+    assert_eq!(root.status, 200);
+    assert!(root.body_text().starts_with("registry-redirect: "));
+
+    let other = send(addr, "GET", "/metrics");
+    assert_eq!(other.status, 404);
+    assert!(other
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/plain"));
+
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn serve_reads_config_and_listen_flag_wins() {
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-serve-test-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        // `listen` names a port that --listen overrides.
+        "listen = \"127.0.0.1:1\"\n\
+         default_upstream = \"mirror\"\n\
+         [upstreams.mirror]\nurl = \"http://127.0.0.1:9/registry\"\npath_prefix = \"k8s\"\n",
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_ne!(server.addr.port(), 1);
+    let response = send(server.addr, "GET", "/v2/pause/tags/list");
+    assert_eq!(response.status, 307);
+    assert_eq!(
+        response.header("location"),
+        Some("http://127.0.0.1:9/registry/v2/k8s/pause/tags/list")
+    );
+
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Opens a connection and sends the start of a request, without the blank
+/// line that ends its headers.
+fn start_request(addr: SocketAddr, target: &str) -> TcpStream {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the server");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let head = format!("GET {target} HTTP/1.1\r\nHost: registry.example.test\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+}
+
+/// Waits until the server stops accepting connections, which it does as
+/// soon as it handles SIGTERM.
+fn wait_until_refused(addr: SocketAddr) {
+    let started = Instant::now();
+    while started.elapsed() < PROCESS_DEADLINE {
+        if TcpStream::connect_timeout(&addr, IO_TIMEOUT).is_err() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the server still accepts connections {PROCESS_DEADLINE:?} after SIGTERM");
+}
+
+#[test]
+fn sigterm_finishes_request_in_flight() {
+    let mut server = Server::start(&[]);
+    let mut stream = start_request(server.addr, "/v2/pause/manifests/3.10");
+
+    terminate(server.pid());
+    wait_until_refused(server.addr);
+    stream.write_all(b"\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let response = parse_response(&raw);
+    assert_eq!(response.status, 307);
+    assert_eq!(
+        response.header("location"),
+        Some("https://registry.k8s.io/v2/pause/manifests/3.10")
+    );
+
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn shutdown_timeout_ends_stalled_request() {
+    let mut server = Server::start(&["--shutdown-timeout", "1"]);
+    let _stalled = start_request(server.addr, "/v2/pause/manifests/3.10");
+
+    let signalled = Instant::now();
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after the shutdown timeout");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "exited after {:?}, before the 1 s shutdown timeout",
+        signalled.elapsed()
+    );
+}
+
+#[test]
+fn serve_startup_errors_exit_nonzero() {
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-serve-bad-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let invalid = dir.join("invalid.toml");
+    std::fs::write(&invalid, "default_upstream = \"nowhere\"\n").unwrap();
+    let invalid = invalid.to_str().unwrap().to_owned();
+
+    // (arguments after `serve --listen 127.0.0.1:0`, exit status, text on stderr)
+    let cases: [(&[&str], i32, &str); 3] = [
+        (
+            &["--config", &invalid],
+            1,
+            "default_upstream \"nowhere\" is not defined",
+        ),
+        (
+            &["--config", "/nonexistent/config.toml"],
+            2,
+            "/nonexistent/config.toml",
+        ),
+        (&["--log-level", "info,=x=y"], 2, "invalid log filter"),
+    ];
+    for (args, code, message) in cases {
+        let output = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
