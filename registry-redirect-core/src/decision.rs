@@ -45,7 +45,9 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::client::{resolve_client, ClientAddress};
 use crate::path::{classify, PathError, RegistryPath, RequestKind};
-use crate::policy::{ApiVersionCheck, Policy, Rule, Upstream};
+use crate::policy::{
+    canary_bucket, ApiVersionCheck, ClientLabel, Policy, Rule, Upstream, UpstreamKind,
+};
 
 /// What the core needs to know about a request. Adapters build it from
 /// whatever their HTTP stack gives them; nothing here is copied.
@@ -99,6 +101,27 @@ pub struct Route<'p> {
     pub upstream: &'p Upstream,
     /// The rule that chose it, or `None` for the default upstream.
     pub rule: Option<&'p Rule>,
+    /// Whether the client fell in the rule's canary share, so `upstream`
+    /// is the canary upstream.
+    pub canary: bool,
+}
+
+/// One place a request may be redirected to, among several that a server
+/// checks in order.
+#[derive(Debug, Clone)]
+pub struct Candidate<'p> {
+    /// The upstream.
+    pub upstream: &'p Upstream,
+    /// The region of the upstream's mirror, or `None` for its region-less base.
+    pub region: Option<&'p str>,
+    /// The absolute URL to redirect to.
+    pub location: String,
+    /// Whether a server should check with `HEAD` that the blob exists there
+    /// before redirecting to it.
+    pub verify: bool,
+    /// Whether the upstream has health probes, so a server should skip it
+    /// while they fail.
+    pub health_checked: bool,
 }
 
 /// An error code from the OCI distribution specification ("Error Codes").
@@ -159,6 +182,18 @@ pub enum Outcome<'p> {
         /// The upstream and rule that chose it.
         route: Route<'p>,
     },
+    /// Redirect to the first candidate that passes the server's checks (the
+    /// blob exists there, the upstream is healthy). The last candidate is the
+    /// default upstream, which is never checked. Without checks, the first
+    /// candidate is the answer.
+    Candidates {
+        /// The redirect status.
+        status: StatusCode,
+        /// The places to try, in order; never empty.
+        candidates: Vec<Candidate<'p>>,
+        /// The upstream and rule that chose the first candidate.
+        route: Route<'p>,
+    },
     /// Answer the API version check with 200 and
     /// `Docker-Distribution-Api-Version: registry/2.0`.
     AnswerApiVersion {
@@ -178,6 +213,8 @@ pub struct Decision<'p> {
     pub kind: Option<RequestKind>,
     /// The client address used, and where it came from.
     pub client: ClientAddress,
+    /// The cloud and region of the client's range, from the range files.
+    pub label: Option<&'p ClientLabel>,
     /// Whether the request was `HEAD`, whose responses have no body.
     pub is_head: bool,
     /// What to do.
@@ -189,33 +226,48 @@ impl<'p> Decision<'p> {
     /// registry request.
     pub fn status(&self) -> Option<StatusCode> {
         match &self.outcome {
-            Outcome::Redirect { status, .. } => Some(*status),
+            Outcome::Redirect { status, .. } | Outcome::Candidates { status, .. } => Some(*status),
             Outcome::AnswerApiVersion { .. } => Some(StatusCode::OK),
             Outcome::Reject(rejection) => Some(rejection.status),
             Outcome::NotRegistry => None,
         }
     }
 
-    /// The `Location` of a redirect.
+    /// The `Location` of a redirect, or of the first candidate.
     pub fn location(&self) -> Option<&str> {
         match &self.outcome {
             Outcome::Redirect { location, .. } => Some(location),
+            Outcome::Candidates { candidates, .. } => candidates
+                .first()
+                .map(|candidate| candidate.location.as_str()),
             _ => None,
+        }
+    }
+
+    /// The candidates a server checks in order, for a decision with several.
+    pub fn candidates(&self) -> &[Candidate<'p>] {
+        match &self.outcome {
+            Outcome::Candidates { candidates, .. } => candidates,
+            _ => &[],
         }
     }
 
     /// The upstream and rule, when an upstream was chosen.
     pub fn route(&self) -> Option<Route<'p>> {
         match &self.outcome {
-            Outcome::Redirect { route, .. } | Outcome::AnswerApiVersion { route } => Some(*route),
+            Outcome::Redirect { route, .. }
+            | Outcome::Candidates { route, .. }
+            | Outcome::AnswerApiVersion { route } => Some(*route),
             Outcome::Reject(_) | Outcome::NotRegistry => None,
         }
     }
 
-    /// A short name for the outcome: `redirect`, `answer`, `reject` or `not_registry`.
+    /// A short name for the outcome: `redirect`, `candidates`, `answer`,
+    /// `reject` or `not_registry`.
     pub fn outcome_name(&self) -> &'static str {
         match self.outcome {
             Outcome::Redirect { .. } => "redirect",
+            Outcome::Candidates { .. } => "candidates",
             Outcome::AnswerApiVersion { .. } => "answer",
             Outcome::Reject(_) => "reject",
             Outcome::NotRegistry => "not_registry",
@@ -243,6 +295,25 @@ impl fmt::Display for Decision<'_> {
                 Some(rule) => writeln!(f, "rule: {} (rules[{}])", rule.name(), rule.index())?,
                 None => writeln!(f, "rule: none matched; default upstream")?,
             }
+            if route.canary {
+                writeln!(f, "canary: yes, the client is in the rule's canary share")?;
+            }
+        }
+        for (position, candidate) in self.candidates().iter().enumerate() {
+            let region = candidate.region.unwrap_or("-");
+            let checks = match (candidate.verify, candidate.health_checked) {
+                (true, true) => ", blob verified, health checked",
+                (true, false) => ", blob verified",
+                (false, true) => ", health checked",
+                (false, false) => "",
+            };
+            writeln!(
+                f,
+                "candidate {}: {} (upstream {}, region {region}{checks})",
+                position + 1,
+                candidate.location,
+                candidate.upstream.name()
+            )?;
         }
         match self.kind {
             Some(kind) => writeln!(f, "kind: {kind}")?,
@@ -251,6 +322,11 @@ impl fmt::Display for Decision<'_> {
         match self.client.addr {
             Some(addr) => writeln!(f, "client: {addr} (from {})", self.client.source)?,
             None => writeln!(f, "client: unknown")?,
+        }
+        if let Some(label) = self.label {
+            let cloud = label.cloud().unwrap_or("-");
+            let region = label.region().unwrap_or("-");
+            writeln!(f, "client range: cloud {cloud}, region {region}")?;
         }
         if let Some(note) = self.client.note {
             writeln!(f, "note: {note}")?;
@@ -263,10 +339,12 @@ impl fmt::Display for Decision<'_> {
 /// panics: every input gets an [`Outcome`].
 pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p> {
     let client = resolve_client(request.peer, request.headers, policy.trusted_proxies());
+    let (client_rules, label) = policy.classify_client(client.addr);
     let is_head = request.method == Method::HEAD;
     let decision = |kind, outcome| Decision {
         kind,
         client,
+        label,
         is_head,
         outcome,
     };
@@ -293,27 +371,132 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
 
     let host = requested_host(request.query, request.host);
     let name = path.name();
-    let rule = policy.match_rule(client.addr, kind, name, host);
-    let upstream = match rule {
-        Some(rule) => policy.rule_upstream(rule),
-        None => policy.default_upstream(),
-    };
-    let route = Route { upstream, rule };
-
+    let route = choose_route(policy, client_rules, label, kind, name, host, client.addr);
     if kind == RequestKind::ApiVersionCheck
-        && upstream.api_version_check() == ApiVersionCheck::Answer
+        && route.upstream.api_version_check() == ApiVersionCheck::Answer
     {
         return decision(Some(kind), Outcome::AnswerApiVersion { route });
     }
-    let location = build_location(upstream, &path, request.query);
-    decision(
-        Some(kind),
-        Outcome::Redirect {
-            status: policy.redirect_status(),
+
+    let outcome = redirect_outcome(policy, route, label, &path, kind, request.query);
+    decision(Some(kind), outcome)
+}
+
+/// Picks the upstream: the first matching rule's (or its canary's), else the default.
+fn choose_route<'p>(
+    policy: &'p Policy,
+    client_rules: Option<&[u64]>,
+    label: Option<&ClientLabel>,
+    kind: RequestKind,
+    name: Option<&str>,
+    host: Option<&str>,
+    client: Option<IpAddr>,
+) -> Route<'p> {
+    let Some(rule) = policy.match_rule(client_rules, label, kind, name, host) else {
+        return Route {
+            upstream: policy.default_upstream(),
+            rule: None,
+            canary: false,
+        };
+    };
+    let upstream = policy.rule_upstream(rule);
+    if let Some(canary) = rule.canary {
+        let canary_upstream = policy.upstream_at(canary.upstream);
+        let compatible =
+            kind == RequestKind::Blob || canary_upstream.kind() == UpstreamKind::Registry;
+        if compatible && canary_bucket(client, name) < canary.buckets {
+            return Route {
+                upstream: canary_upstream,
+                rule: Some(rule),
+                canary: true,
+            };
+        }
+    }
+    Route {
+        upstream,
+        rule: Some(rule),
+        canary: false,
+    }
+}
+
+/// Builds the redirect, or the ordered candidates when a server has checks
+/// to make: the route's upstream by the client's region (its mirror, then
+/// the mirrors of the fallback regions, then its region-less base), then the
+/// default upstream.
+fn redirect_outcome<'p>(
+    policy: &'p Policy,
+    route: Route<'p>,
+    label: Option<&'p ClientLabel>,
+    path: &RegistryPath<'_>,
+    kind: RequestKind,
+    query: Option<&str>,
+) -> Outcome<'p> {
+    let region = label.and_then(ClientLabel::region);
+    let is_blob = kind == RequestKind::Blob;
+    let default = policy.default_upstream();
+    let mut first: Option<(&'p Upstream, &'p str)> = None;
+    let mut needs_checks = false;
+    let visit_all = |visit: &mut dyn FnMut(&'p Upstream, &'p str, Option<&'p str>)| {
+        route
+            .upstream
+            .for_each_base(region, |base, region| visit(route.upstream, base, region));
+        if !std::ptr::eq(route.upstream, default) {
+            default.for_each_base(None, |base, region| visit(default, base, region));
+        }
+    };
+
+    // First pass, without allocating: the first candidate, and whether any
+    // candidate before the default needs a runtime check.
+    visit_all(&mut |upstream, base, _| {
+        if first.is_none() {
+            first = Some((upstream, base));
+        }
+        if !std::ptr::eq(upstream, default) && upstream.needs_runtime_check(is_blob) {
+            needs_checks = true;
+        }
+    });
+    let status = policy.redirect_status();
+    let Some((upstream, base)) = first else {
+        // The default upstream always has a base, so this is not expected.
+        let location = default.location(default.base().unwrap_or_default(), path, query);
+        return Outcome::Redirect {
+            status,
             location,
             route,
-        },
-    )
+        };
+    };
+    if !needs_checks {
+        let location = upstream.location(base, path, query);
+        return Outcome::Redirect {
+            status,
+            location,
+            route,
+        };
+    }
+
+    let mut candidates: Vec<Candidate<'p>> = Vec::new();
+    visit_all(&mut |upstream, base, region| {
+        let location = upstream.location(base, path, query);
+        if candidates
+            .iter()
+            .any(|candidate| candidate.location == location)
+        {
+            return;
+        }
+        let is_default = std::ptr::eq(upstream, default);
+        candidates.push(Candidate {
+            upstream,
+            region,
+            location,
+            verify: is_blob && upstream.verify_blobs() && !is_default,
+            health_checked: upstream.health_check().is_some() && !is_default,
+        });
+    });
+    Outcome::Candidates {
+        status,
+        candidates,
+        route,
+    }
 }
 
 fn is_read(method: &Method) -> bool {
@@ -375,107 +558,6 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
-    }
-}
-
-/// Builds the absolute `Location` on `upstream` for a validated path, with
-/// one allocation.
-fn build_location(upstream: &Upstream, path: &RegistryPath<'_>, query: Option<&str>) -> String {
-    let (endpoint, reference) = match *path {
-        RegistryPath::Manifest { reference, .. } => ("/manifests/", reference),
-        RegistryPath::Blob { digest, .. } => ("/blobs/", digest),
-        RegistryPath::TagsList { .. } => ("/tags/list", ""),
-        RegistryPath::Referrers { digest, .. } => ("/referrers/", digest),
-        _ => ("", ""),
-    };
-    let name = path.name().unwrap_or("");
-    let (prefix, library) = match path.name() {
-        Some(name) => upstream.repository_prefix(name),
-        None => ("", ""),
-    };
-    let query = query.filter(|query| !query.is_empty());
-
-    let mut capacity = upstream.v2_base().len() + prefix.len() + library.len() + name.len();
-    capacity += endpoint.len() + reference.len();
-    if let Some(query) = query {
-        capacity += 1 + encoded_query_len(query);
-    }
-    let mut location = String::with_capacity(capacity);
-    location.push_str(upstream.v2_base());
-    if path.name().is_some() {
-        location.push_str(prefix);
-        location.push_str(library);
-        location.push_str(name);
-        location.push_str(endpoint);
-        location.push_str(reference);
-    }
-    if let Some(query) = query {
-        location.push('?');
-        push_encoded_query(&mut location, query);
-    }
-    location
-}
-
-/// Returns whether a query byte may appear as is (RFC 3986 `query`), apart
-/// from `%`, which needs two hex digits after it.
-fn is_query_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-                | b'?'
-        )
-}
-
-fn is_percent_escape(bytes: &[u8], at: usize) -> bool {
-    bytes.get(at) == Some(&b'%')
-        && bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
-        && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit)
-}
-
-fn encoded_query_len(query: &str) -> usize {
-    let bytes = query.as_bytes();
-    (0..bytes.len())
-        .map(|at| {
-            if is_query_byte(bytes[at]) || is_percent_escape(bytes, at) {
-                1
-            } else {
-                3
-            }
-        })
-        .sum()
-}
-
-/// Appends the query, percent-encoding every byte that RFC 3986 does not
-/// allow there (including `#`, spaces, quotes and control bytes), so that
-/// nothing in it can end the `Location` or reach another host.
-fn push_encoded_query(out: &mut String, query: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let bytes = query.as_bytes();
-    for (at, &byte) in bytes.iter().enumerate() {
-        if is_query_byte(byte) || is_percent_escape(bytes, at) {
-            out.push(byte as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(byte >> 4) as usize] as char);
-            out.push(HEX[(byte & 0x0f) as usize] as char);
-        }
     }
 }
 
@@ -909,5 +991,231 @@ mod tests {
         assert_eq!(strip_port("a.example"), "a.example");
         assert_eq!(strip_port("[::1]:5000"), "::1");
         assert_eq!(strip_port("[::1]"), "::1");
+    }
+
+    /// A policy with cloud ranges: a regional blob mirror for AWS clients
+    /// (with fallbacks), a canary rule, and a registry default.
+    fn regional_policy() -> Policy {
+        use crate::policy::{CanarySpec, ClientLabel, UpstreamKind};
+
+        let mut spec = PolicySpec::new("registry");
+        spec.upstreams.insert(
+            "registry".into(),
+            UpstreamSpec::new("https://registry.example"),
+        );
+        let mut buckets = UpstreamSpec {
+            kind: UpstreamKind::BlobStore,
+            regions: vec!["eu-west-1".into(), "us-east-1".into()],
+            verify_blobs: true,
+            ..UpstreamSpec::new("https://bucket-{region}.example")
+        };
+        buckets
+            .fallbacks
+            .insert("eu-north-1".into(), vec!["eu-west-1".into()]);
+        spec.upstreams.insert("buckets".into(), buckets);
+        spec.upstreams.insert(
+            "unverified".into(),
+            UpstreamSpec {
+                kind: UpstreamKind::BlobStore,
+                ..UpstreamSpec::new("https://plain-{region}.example")
+            },
+        );
+        spec.upstreams.insert(
+            "gcp".into(),
+            UpstreamSpec::new("https://{region}-docker.gcp.example"),
+        );
+        spec.upstreams
+            .insert("next".into(), UpstreamSpec::new("https://next.example"));
+        spec.rules.push(RuleSpec {
+            clouds: vec!["aws".into()],
+            ..RuleSpec::new("aws-blobs", "buckets")
+        });
+        spec.rules.push(RuleSpec {
+            clouds: vec!["azure".into()],
+            ..RuleSpec::new("azure-blobs", "unverified")
+        });
+        spec.rules.push(RuleSpec {
+            clouds: vec!["gcp".into()],
+            regions: vec!["europe-*".into()],
+            ..RuleSpec::new("gcp-europe", "gcp")
+        });
+        spec.rules.push(RuleSpec {
+            repositories: vec!["canary-app".into()],
+            canary: Some(CanarySpec {
+                upstream: "next".into(),
+                percent: 50.0,
+            }),
+            ..RuleSpec::new("canary", "registry")
+        });
+        let labels = vec![
+            ClientLabel::new(Some("aws"), Some("eu-west-1")),
+            ClientLabel::new(Some("aws"), Some("eu-north-1")),
+            ClientLabel::new(Some("aws"), Some("ap-south-1")),
+            ClientLabel::new(Some("gcp"), Some("europe-west4")),
+            ClientLabel::new(Some("azure"), Some("westeurope")),
+        ];
+        let prefixes = [
+            ("198.51.100.0/24".parse().unwrap(), 0),
+            ("198.51.101.0/24".parse().unwrap(), 1),
+            ("198.51.102.0/24".parse().unwrap(), 2),
+            ("192.0.2.0/24".parse().unwrap(), 3),
+            ("203.0.113.128/25".parse().unwrap(), 4),
+        ];
+        Policy::compile_with_labels(&spec, labels, &prefixes).unwrap()
+    }
+
+    #[test]
+    fn region_mirror_candidates_in_order() {
+        let policy = regional_policy();
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("198.51.101.9")
+            .decide(&policy);
+        let label = decision.label.unwrap();
+        assert_eq!(label.cloud(), Some("aws"));
+        assert_eq!(label.region(), Some("eu-north-1"));
+        let candidates = decision.candidates();
+        assert_eq!(candidates.len(), 2);
+        assert_eq!(
+            candidates[0].location,
+            format!("https://bucket-eu-west-1.example/containers/images/{DIGEST}")
+        );
+        assert_eq!(candidates[0].region, Some("eu-west-1"));
+        assert!(candidates[0].verify);
+        assert_eq!(
+            candidates[1].location,
+            format!("https://registry.example/v2/pause/blobs/{DIGEST}")
+        );
+        assert!(!candidates[1].verify);
+        assert_eq!(decision.location(), Some(candidates[0].location.as_str()));
+        assert_eq!(decision.route().unwrap().rule.unwrap().name(), "aws-blobs");
+    }
+
+    #[test]
+    fn region_without_mirror_goes_to_default() {
+        let policy = regional_policy();
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("198.51.102.9")
+            .decide(&policy);
+        assert_eq!(
+            decision.location(),
+            Some(format!("https://registry.example/v2/pause/blobs/{DIGEST}").as_str())
+        );
+        assert!(decision.candidates().is_empty());
+    }
+
+    #[test]
+    fn blob_store_rules_skip_other_kinds() {
+        let policy = regional_policy();
+        let decision = Request::get("/v2/pause/manifests/3.10")
+            .peer("198.51.100.9")
+            .decide(&policy);
+        assert_eq!(
+            decision.location(),
+            Some("https://registry.example/v2/pause/manifests/3.10")
+        );
+        assert!(decision.route().unwrap().rule.is_none());
+    }
+
+    #[test]
+    fn unverified_mirror_is_a_plain_redirect() {
+        let policy = regional_policy();
+        // A template without listed regions has a mirror in every region
+        // the range files name, westeurope included.
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("203.0.113.200")
+            .decide(&policy);
+        assert_eq!(
+            decision.location(),
+            Some(format!("https://plain-westeurope.example/containers/images/{DIGEST}").as_str())
+        );
+        assert!(matches!(decision.outcome, Outcome::Redirect { .. }));
+    }
+
+    #[test]
+    fn cloud_and_region_pattern_rule() {
+        let policy = regional_policy();
+        let decision = Request::get("/v2/pause/manifests/3.10")
+            .peer("192.0.2.77")
+            .decide(&policy);
+        assert_eq!(
+            decision.location(),
+            Some("https://europe-west4-docker.gcp.example/v2/pause/manifests/3.10")
+        );
+        assert_eq!(decision.route().unwrap().rule.unwrap().name(), "gcp-europe");
+    }
+
+    #[test]
+    fn client_outside_ranges_has_no_label() {
+        let policy = regional_policy();
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("100.64.0.1")
+            .decide(&policy);
+        assert!(decision.label.is_none());
+        assert_eq!(
+            decision.location(),
+            Some(format!("https://registry.example/v2/pause/blobs/{DIGEST}").as_str())
+        );
+    }
+
+    #[test]
+    fn canary_share_is_stable_per_client() {
+        let policy = regional_policy();
+        let mut canaries = 0;
+        for host in 0..200u32 {
+            let peer = std::net::Ipv4Addr::from(0x6440_0000 + host * 7919).to_string();
+            let request = Request::get("/v2/canary-app/manifests/1").peer(&peer);
+            let first = request.decide(&policy);
+            let again = request.decide(&policy);
+            assert_eq!(first.location(), again.location(), "{peer}");
+            let route = first.route().unwrap();
+            if route.canary {
+                canaries += 1;
+                assert_eq!(route.upstream.name(), "next");
+            } else {
+                assert_eq!(route.upstream.name(), "registry");
+            }
+        }
+        assert!(
+            (60..140).contains(&canaries),
+            "{canaries} of 200 in a 50% canary"
+        );
+    }
+
+    #[test]
+    fn explanation_shows_region_and_candidates() {
+        let policy = regional_policy();
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("198.51.100.1")
+            .decide(&policy);
+        let text = decision.to_string();
+        assert!(
+            text.contains("client range: cloud aws, region eu-west-1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("candidate 1: https://bucket-eu-west-1.example/containers/images/"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(upstream buckets, region eu-west-1, blob verified)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("candidate 2: https://registry.example/v2/pause/blobs/"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn response_for_chosen_candidate() {
+        let policy = regional_policy();
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("198.51.100.1")
+            .decide(&policy);
+        let response = decision.into_response_for_candidate(1).unwrap();
+        assert_eq!(
+            response.headers()["location"],
+            format!("https://registry.example/v2/pause/blobs/{DIGEST}").as_str()
+        );
     }
 }

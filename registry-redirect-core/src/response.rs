@@ -54,12 +54,36 @@ static GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 impl Decision<'_> {
     /// Builds the response for this decision, or `None` for a request that is
     /// not a registry request (the adapter passes it on or answers it itself).
+    ///
+    /// For [`Outcome::Candidates`] it redirects to the first candidate; a
+    /// server that checked the candidates uses
+    /// [`Decision::into_response_for_candidate`] instead.
     pub fn into_response(self) -> Option<Response<String>> {
+        self.into_response_for_candidate(0)
+    }
+
+    /// Builds the response for this decision, redirecting to the candidate at
+    /// `index` (or to the last one when `index` is past the end) when the
+    /// outcome has candidates.
+    pub fn into_response_for_candidate(self, index: usize) -> Option<Response<String>> {
         let is_head = self.is_head;
         let mut response = match self.outcome {
             Outcome::Redirect {
                 status, location, ..
             } => redirect_response(status, location, is_head),
+            Outcome::Candidates {
+                status,
+                mut candidates,
+                ..
+            } => {
+                let index = index.min(candidates.len().saturating_sub(1));
+                let location = if index < candidates.len() {
+                    candidates.swap_remove(index).location
+                } else {
+                    String::new()
+                };
+                redirect_response(status, location, is_head)
+            }
             Outcome::AnswerApiVersion { .. } => {
                 let mut response = Response::new(body_unless_head("{}", is_head));
                 response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
@@ -83,7 +107,8 @@ fn body_unless_head(body: &str, is_head: bool) -> String {
     }
 }
 
-fn redirect_response(status: StatusCode, location: String, is_head: bool) -> Response<String> {
+/// Builds a redirect response to `location`, with no body for `HEAD`.
+pub fn redirect_response(status: StatusCode, location: String, is_head: bool) -> Response<String> {
     let body = if is_head {
         String::new()
     } else {

@@ -24,7 +24,7 @@ use registry_redirect_core::Policy;
 /// let handle = PolicyHandle::new(policy_with("https://a.example"));
 /// let reader = handle.clone();
 /// handle.store(policy_with("https://b.example"));
-/// assert_eq!(reader.load().default_upstream().v2_base(), "https://b.example/v2/");
+/// assert_eq!(reader.load().default_upstream().base(), Some("https://b.example/v2/"));
 /// ```
 #[derive(Clone)]
 pub struct PolicyHandle {
