@@ -1,4 +1,4 @@
-//! The client address: the peer, or what trusted proxies say about the client.
+//! The client address: the peer, or the address that trusted proxies report.
 //!
 //! Forwarding headers are believed only when the peer itself is a trusted
 //! proxy; anyone else could write them. From a trusted peer, the chain of

@@ -10,7 +10,7 @@
 //! 4. Reject invalid names, references and digests, the catalog, blob upload
 //!    paths and unknown endpoints with 404 and an OCI error body.
 //! 5. Pick the upstream: the first rule that matches, else the default.
-//! 6. Answer the API version check, or redirect to the upstream.
+//! 6. Respond to the API version check, or redirect to the upstream.
 //!
 //! ```
 //! use http::{HeaderMap, Method, StatusCode};
@@ -49,7 +49,7 @@ use crate::policy::{
     canary_bucket, ApiVersionCheck, ClientLabel, Policy, Rule, Upstream, UpstreamKind,
 };
 
-/// What the core needs to know about a request. Adapters build it from
+/// The parts of a request that the core reads. Adapters build it from
 /// whatever their HTTP stack gives them; nothing here is copied.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -62,7 +62,7 @@ pub struct RequestView<'a> {
     /// The host the client asked for: the `Host` header, or the authority of
     /// an absolute-form request target. A port, if present, is ignored.
     pub host: Option<&'a str>,
-    /// The address of the TCP peer, if the adapter knows it.
+    /// The address of the TCP peer, if the adapter has it.
     pub peer: Option<IpAddr>,
     /// The request headers, read for forwarding headers from trusted proxies.
     pub headers: &'a HeaderMap,
@@ -140,7 +140,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The code as it appears in the error body.
+    /// Returns the code as it appears in the error body.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::NameInvalid => "NAME_INVALID",
@@ -158,7 +158,7 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A request the redirector answers with an error.
+/// An error response: status, OCI error code and message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejection {
     /// The HTTP status: 404 or 405.
@@ -169,7 +169,7 @@ pub struct Rejection {
     pub message: &'static str,
 }
 
-/// What to do with a request.
+/// The action to take for a request.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Outcome<'p> {
@@ -185,7 +185,7 @@ pub enum Outcome<'p> {
     /// Redirect to the first candidate that passes the server's checks (the
     /// blob exists there, the upstream is healthy). The last candidate is the
     /// default upstream, which is never checked. Without checks, the first
-    /// candidate is the answer.
+    /// candidate is the redirect.
     Candidates {
         /// The redirect status.
         status: StatusCode,
@@ -217,13 +217,13 @@ pub struct Decision<'p> {
     pub label: Option<&'p ClientLabel>,
     /// Whether the request was `HEAD`, whose responses have no body.
     pub is_head: bool,
-    /// What to do.
+    /// The action to take.
     pub outcome: Outcome<'p>,
 }
 
 impl<'p> Decision<'p> {
-    /// The status of the response, or `None` when the request is not a
-    /// registry request.
+    /// Returns the status of the response, or `None` when the request is
+    /// not a registry request.
     pub fn status(&self) -> Option<StatusCode> {
         match &self.outcome {
             Outcome::Redirect { status, .. } | Outcome::Candidates { status, .. } => Some(*status),
@@ -233,7 +233,7 @@ impl<'p> Decision<'p> {
         }
     }
 
-    /// The `Location` of a redirect, or of the first candidate.
+    /// Returns the `Location` of a redirect, or of the first candidate.
     pub fn location(&self) -> Option<&str> {
         match &self.outcome {
             Outcome::Redirect { location, .. } => Some(location),
@@ -244,7 +244,7 @@ impl<'p> Decision<'p> {
         }
     }
 
-    /// The candidates a server checks in order, for a decision with several.
+    /// Returns the candidates a server checks in order, for a decision with several.
     pub fn candidates(&self) -> &[Candidate<'p>] {
         match &self.outcome {
             Outcome::Candidates { candidates, .. } => candidates,
@@ -252,7 +252,7 @@ impl<'p> Decision<'p> {
         }
     }
 
-    /// The upstream and rule, when an upstream was chosen.
+    /// Returns the upstream and rule, when an upstream was chosen.
     pub fn route(&self) -> Option<Route<'p>> {
         match &self.outcome {
             Outcome::Redirect { route, .. }
@@ -262,7 +262,7 @@ impl<'p> Decision<'p> {
         }
     }
 
-    /// A short name for the outcome: `redirect`, `candidates`, `answer`,
+    /// Returns a short name for the outcome: `redirect`, `candidates`, `answer`,
     /// `reject` or `not_registry`.
     pub fn outcome_name(&self) -> &'static str {
         match self.outcome {
@@ -335,8 +335,8 @@ impl fmt::Display for Decision<'_> {
     }
 }
 
-/// Decides what to do with a request under a policy. Never fails and never
-/// panics: every input gets an [`Outcome`].
+/// Decides what to do with a request under a policy. Every input gets an
+/// [`Outcome`]: invalid input is a rejection, not an error.
 pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p> {
     let client = resolve_client(request.peer, request.headers, policy.trusted_proxies());
     let (client_rules, label) = policy.classify_client(client.addr);
@@ -539,7 +539,7 @@ fn unsupported_rejection(path: &RegistryPath<'_>) -> Rejection {
     }
 }
 
-/// The registry host the client asked for: containerd's `ns` query
+/// Returns the registry host the client requested: containerd's `ns` query
 /// parameter when it talks to a mirror, else the `Host` without its port.
 fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<&'a str> {
     let namespace = query.and_then(|query| {
@@ -993,7 +993,7 @@ mod tests {
         assert_eq!(strip_port("[::1]"), "::1");
     }
 
-    /// A policy with cloud ranges: a regional blob mirror for AWS clients
+    /// Builds a policy with cloud ranges: a regional blob mirror for AWS clients
     /// (with fallbacks), a canary rule, and a registry default.
     fn regional_policy() -> Policy {
         use crate::policy::{CanarySpec, ClientLabel, UpstreamKind};

@@ -41,8 +41,10 @@
 //! ```
 //!
 //! The modules, in the order a request meets them: [`client`] (who is
-//! asking), [`path`] (what is asked), [`policy`] with [`ranges`] (what the
-//! rules say), [`decision`] (the answer) and [`response`] (the answer as HTTP).
+//! asking), [`path`] (what is requested), [`policy`] with [`ranges`] (the
+//! rules), [`decision`] (the outcome) and [`response`] (the outcome as HTTP).
+//! [`sources`] parses the published cloud range files (feature
+//! `cloud-ranges`, on by default).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

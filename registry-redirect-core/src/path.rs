@@ -87,7 +87,7 @@ pub enum RegistryPath<'a> {
 }
 
 impl<'a> RegistryPath<'a> {
-    /// The request kind that rules match on, for the endpoints a redirect serves.
+    /// Returns the request kind that rules match on, for the endpoints a redirect serves.
     pub fn kind(&self) -> Option<RequestKind> {
         match self {
             RegistryPath::ApiVersionCheck => Some(RequestKind::ApiVersionCheck),
@@ -101,7 +101,7 @@ impl<'a> RegistryPath<'a> {
         }
     }
 
-    /// The repository name, for the endpoints that have one.
+    /// Returns the repository name, for the endpoints that have one.
     pub fn name(&self) -> Option<&'a str> {
         match *self {
             RegistryPath::Manifest { name, .. }
@@ -143,7 +143,7 @@ impl RequestKind {
         RequestKind::Referrers,
     ];
 
-    /// The name used in configuration files and explanations.
+    /// Returns the name used in configuration files and explanations.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestKind::ApiVersionCheck => "api_version_check",
@@ -181,7 +181,7 @@ impl std::str::FromStr for RequestKind {
 #[error("unknown request kind \"{0}\" (expected one of: api_version_check, manifest, blob, tags_list, referrers)")]
 pub struct UnknownRequestKind(pub String);
 
-/// Why a `/v2` path is not a valid distribution API request.
+/// The reason a `/v2` path is not a valid distribution API request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
     /// The repository name breaks the name grammar.
@@ -195,7 +195,7 @@ pub enum PathError {
 }
 
 impl PathError {
-    /// What is wrong and what is expected, for error bodies and logs.
+    /// Returns what is wrong and what is expected, for error bodies and logs.
     pub fn message(self) -> &'static str {
         match self {
             PathError::NameInvalid => "invalid repository name: each component must match [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*, separated by single slashes, with no percent-encoding, at most 255 characters in all",

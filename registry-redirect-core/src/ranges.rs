@@ -1,6 +1,6 @@
 //! A longest-prefix table of IP ranges, each with a value.
 //!
-//! [`RangeTable`] is built once from a list of prefixes and then answers, for
+//! [`RangeTable`] is built once from a list of prefixes and then returns, for
 //! any address, the value of the most specific prefix that contains it. The
 //! prefixes are flattened at build time into sorted, disjoint intervals, so a
 //! lookup is a binary search inside a small bucket picked by the address's
@@ -84,7 +84,7 @@ impl<V: Clone> RangeTable<V> {
 }
 
 impl<V> RangeTable<V> {
-    /// A table with no prefixes, where every lookup finds nothing.
+    /// Creates a table with no prefixes, where every lookup finds nothing.
     pub fn empty() -> Self {
         RangeTable {
             v4: Intervals::empty(),
@@ -113,12 +113,12 @@ impl<V> RangeTable<V> {
         self.values.get(index as usize)
     }
 
-    /// The number of prefixes the table was built from, duplicates included.
+    /// Returns the number of prefixes the table was built from, duplicates included.
     pub fn prefix_count(&self) -> usize {
         self.prefix_count
     }
 
-    /// The number of disjoint intervals the prefixes were flattened into.
+    /// Returns the number of disjoint intervals the prefixes were flattened into.
     pub fn interval_count(&self) -> usize {
         self.v4.starts.len() + self.v6.starts.len()
     }
@@ -134,9 +134,9 @@ impl<V> Default for RangeTable<V> {
 trait Address: Copy + Ord + std::fmt::Debug {
     const ZERO: Self;
     fn checked_next(self) -> Option<Self>;
-    /// The top 16 bits, as a bucket number.
+    /// Returns the top 16 bits, as a bucket number.
     fn bucket(self) -> usize;
-    /// The first address of a bucket.
+    /// Returns the first address of a bucket.
     fn bucket_start(bucket: usize) -> Self;
 }
 
@@ -274,7 +274,7 @@ impl<A: Address> Intervals<A> {
         let first = self.buckets[bucket] as usize;
         let last = self.buckets[bucket + 1] as usize;
         let candidates = &self.starts[first..=last.min(self.starts.len() - 1)];
-        // `starts[first] <= addr` holds by construction, so the count is at least 1.
+        // `starts[first] <= addr` is true by construction, so the count is at least 1.
         let offset = candidates.partition_point(|&start| start <= addr);
         self.values[first + offset.saturating_sub(1)]
     }

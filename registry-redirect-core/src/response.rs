@@ -3,8 +3,8 @@
 //! Every response to a `/v2` request carries
 //! `Docker-Distribution-Api-Version: registry/2.0`, as registries send it.
 //!
-//! - A redirect has `Location`, `Cache-Control: private` (the answer depends
-//!   on who asks, so shared caches must not keep it), and for `GET` a short
+//! - A redirect has `Location`, `Cache-Control: private` (the redirect depends
+//!   on the client, so shared caches must not keep it), and for `GET` a short
 //!   HTML body that links the location, as Go's `http.Redirect` writes one.
 //! - The API version check gets 200 with an empty JSON object, as the
 //!   reference registry answers it.
@@ -53,7 +53,7 @@ static GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 
 impl Decision<'_> {
     /// Builds the response for this decision, or `None` for a request that is
-    /// not a registry request (the adapter passes it on or answers it itself).
+    /// not a registry request (the adapter passes it on or responds to it itself).
     ///
     /// For [`Outcome::Candidates`] it redirects to the first candidate; a
     /// server that checked the candidates uses
@@ -123,8 +123,8 @@ pub fn redirect_response(status: StatusCode, location: String, is_head: bool) ->
         }
         Err(_) => {
             // The core builds locations from validated parts and percent-encodes
-            // the query, so this branch is not expected; answer without a
-            // redirect rather than panic.
+            // the query, so this branch is not expected. Return an error
+            // response rather than panic.
             return rejection_response(&INVALID_LOCATION, is_head);
         }
     }

@@ -211,7 +211,7 @@ pub(crate) fn canary_bucket(client: Option<IpAddr>, name: Option<&str>) -> u32 {
     (hash % 10_000) as u32
 }
 
-/// What one lookup in the client table finds: the rules whose networks
+/// The result of one lookup in the client table: the rules whose networks
 /// contain the address, and the label of the most specific labelled range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientClass {

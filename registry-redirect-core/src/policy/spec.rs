@@ -31,7 +31,7 @@ pub struct PolicySpec {
 }
 
 impl PolicySpec {
-    /// An empty policy whose default upstream is `default_upstream`.
+    /// Creates an empty policy whose default upstream is `default_upstream`.
     pub fn new(default_upstream: impl Into<String>) -> Self {
         PolicySpec {
             redirect_status: None,
@@ -48,8 +48,8 @@ impl PolicySpec {
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ApiVersionCheck {
-    /// Answer `200 OK` with `Docker-Distribution-Api-Version: registry/2.0`.
-    /// Right for anonymous upstreams: the client never meets a challenge.
+    /// Respond `200 OK` with `Docker-Distribution-Api-Version: registry/2.0`.
+    /// Suits anonymous upstreams, because the client never gets a challenge.
     #[default]
     Answer,
     /// Redirect to the upstream's `/v2/`, so that its authentication
@@ -61,7 +61,7 @@ pub enum ApiVersionCheck {
 }
 
 impl ApiVersionCheck {
-    /// The name used in configuration files: `answer` or `redirect`.
+    /// Returns the name used in configuration files: `answer` or `redirect`.
     pub fn as_str(self) -> &'static str {
         match self {
             ApiVersionCheck::Answer => "answer",
@@ -151,7 +151,7 @@ pub struct HealthCheckSpec {
     #[cfg_attr(feature = "serde", serde(default = "default_unhealthy_after"))]
     pub unhealthy_after: u32,
     /// The path probed: `/v2/` below the base URL for registries. Blob
-    /// stores have no `/v2/`, so for them give a path that answers 2xx or
+    /// stores have no `/v2/`, so for them give a path that returns 2xx or
     /// 404 when the store is up, such as `/`.
     #[cfg_attr(feature = "serde", serde(default))]
     pub path: Option<String>,
@@ -181,7 +181,7 @@ fn default_unhealthy_after() -> u32 {
 }
 
 impl UpstreamSpec {
-    /// An upstream at `url` with every option at its default.
+    /// Creates an upstream at `url` with every option at its default.
     pub fn new(url: impl Into<String>) -> Self {
         UpstreamSpec {
             url: url.into(),
@@ -255,7 +255,7 @@ pub struct CanarySpec {
 }
 
 impl RuleSpec {
-    /// A rule that sends every request to `upstream`.
+    /// Creates a rule that sends every request to `upstream`.
     pub fn new(name: impl Into<String>, upstream: impl Into<String>) -> Self {
         RuleSpec {
             name: name.into(),
