@@ -7,7 +7,7 @@
 //!
 //! let config = Config::builtin().unwrap();
 //! let text = Summary::new(&config).to_string();
-//! assert!(text.contains("  k8s  https://registry.k8s.io/\n"));
+//! assert!(text.contains("  k8s  https://registry.k8s.io\n"));
 //! assert!(text.contains("  rules[0] lan-to-docker-hub -> hub: clients 192.168.0.0/24\n"));
 //! assert!(text.contains("default upstream: k8s\n"));
 //! ```
@@ -84,7 +84,15 @@ impl fmt::Display for Summary<'_> {
 }
 
 fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize) -> fmt::Result {
-    write!(f, "  {:width$}  {}", upstream.name(), upstream.url())?;
+    // Without the trailing slash that a parsed URL's root path gets, so the
+    // URL reads as it is usually written.
+    let url = upstream.url().to_string();
+    write!(
+        f,
+        "  {:width$}  {}",
+        upstream.name(),
+        url.trim_end_matches('/')
+    )?;
     let mut options = Vec::new();
     if !upstream.path_prefix().is_empty() {
         options.push(format!("path_prefix {}", upstream.path_prefix()));
@@ -162,8 +170,8 @@ mod tests {
         assert_eq!(
             Summary::new(&config).to_string(),
             "upstreams:\n\
-             \x20 hub  https://registry-1.docker.io/  (library_prefix, api_version_check redirect)\n\
-             \x20 k8s  https://registry.k8s.io/\n\
+             \x20 hub  https://registry-1.docker.io  (library_prefix, api_version_check redirect)\n\
+             \x20 k8s  https://registry.k8s.io\n\
              rules (the first match wins):\n\
              \x20 rules[0] lan-to-docker-hub -> hub: clients 192.168.0.0/24\n\
              default upstream: k8s\n\
