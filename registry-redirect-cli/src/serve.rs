@@ -6,6 +6,11 @@
 //! connections, finishes the requests in flight, and exits. Requests still
 //! running after the shutdown timeout are dropped.
 //!
+//! NOTE: a connection whose first bytes the server has not read when the
+//! signal arrives is closed without a response, because axum 0.8 cancels
+//! connections whose HTTP version hyper-util has not yet detected. The
+//! client sees a closed connection and may retry.
+//!
 //! ```
 //! use axum::body::Body;
 //! use http::{Request, StatusCode};

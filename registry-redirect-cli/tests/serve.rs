@@ -1,7 +1,7 @@
 //! `serve` as a child process, spoken to over loopback with raw HTTP/1.1:
-//! redirects, the API version check, rejections, HEAD, and a clean exit
-//! on SIGTERM. No request leaves this machine: only `Location` headers name
-//! other hosts.
+//! redirects, the API version check, rejections, HEAD, a clean exit on
+//! SIGTERM, and requests in flight at SIGTERM. No request leaves this
+//! machine: only `Location` headers name other hosts.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,20 +32,23 @@ impl Server {
     /// prints first.
     fn start(extra_args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--log-level", "warn"])
             .args(extra_args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the registry-redirect binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
         // Build the guard before reading, so that a failed read kills the child.
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
+        echo_lines(stderr);
         server.addr = read_listen_address(stdout);
         server
     }
@@ -74,6 +77,16 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Copies the server's stderr into the test's output on a thread, so that
+/// the harness shows it only for a failing test.
+fn echo_lines(stream: impl Read + Send + 'static) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            eprintln!("server: {line}");
+        }
+    });
 }
 
 /// Reads the first stdout line, `listening on http://ADDR`, on a thread so
@@ -279,6 +292,47 @@ fn start_request(addr: SocketAddr, target: &str) -> TcpStream {
     stream
 }
 
+/// Waits until the server has read all that was sent on `stream`: Linux
+/// shows an empty receive queue for the server's end in /proc/net/tcp.
+///
+/// A connection whose first bytes are unread at SIGTERM is closed without
+/// a response, because axum 0.8 cancels connections whose HTTP version it
+/// has not yet read. Waiting here makes the request truly in flight.
+fn wait_until_read(stream: &TcpStream) {
+    let server_end = proc_net_address(stream.peer_addr().unwrap());
+    let client_end = proc_net_address(stream.local_addr().unwrap());
+    let started = Instant::now();
+    while started.elapsed() < PROCESS_DEADLINE {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp is readable");
+        let receive_queue = table.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let queues = (fields.get(1) == Some(&server_end.as_str())
+                && fields.get(2) == Some(&client_end.as_str()))
+            .then(|| fields.get(4))??;
+            let (_, receive) = queues.split_once(':')?;
+            u64::from_str_radix(receive, 16).ok()
+        });
+        if receive_queue == Some(0) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the server did not read the request within {PROCESS_DEADLINE:?}");
+}
+
+/// Formats an IPv4 socket address as /proc/net/tcp does: the address as a
+/// native-endian 32-bit hex number, then the port in hex.
+fn proc_net_address(addr: SocketAddr) -> String {
+    let SocketAddr::V4(addr) = addr else {
+        panic!("the test uses IPv4 loopback only, not {addr}");
+    };
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(addr.ip().octets()),
+        addr.port()
+    )
+}
+
 /// Waits until the server stops accepting connections, which it does as
 /// soon as it handles SIGTERM.
 fn wait_until_refused(addr: SocketAddr) {
@@ -296,6 +350,7 @@ fn wait_until_refused(addr: SocketAddr) {
 fn sigterm_finishes_request_in_flight() {
     let mut server = Server::start(&[]);
     let mut stream = start_request(server.addr, "/v2/pause/manifests/3.10");
+    wait_until_read(&stream);
 
     terminate(server.pid());
     wait_until_refused(server.addr);
@@ -318,7 +373,8 @@ fn sigterm_finishes_request_in_flight() {
 #[test]
 fn shutdown_timeout_ends_stalled_request() {
     let mut server = Server::start(&["--shutdown-timeout", "1"]);
-    let _stalled = start_request(server.addr, "/v2/pause/manifests/3.10");
+    let stalled = start_request(server.addr, "/v2/pause/manifests/3.10");
+    wait_until_read(&stalled);
 
     let signalled = Instant::now();
     terminate(server.pid());
