@@ -31,8 +31,9 @@ pub enum OutputFormat {
     #[default]
     Text,
     /// One JSON object with the fields decision, status, location,
-    /// upstream, rule, kind, client, client_source, error_code, message and
-    /// note (null where they do not apply).
+    /// upstream, rule, rule_index, canary, candidates, kind, client,
+    /// client_source, peer, cloud, region, error_code, message and note
+    /// (null where they do not apply).
     Json,
 }
 
@@ -89,11 +90,11 @@ impl RequestSpec {
 /// apply to the decision are `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
-    /// `redirect`, `answer`, `reject` or `not_registry`.
+    /// `redirect`, `candidates`, `answer`, `reject` or `not_registry`.
     pub decision: &'static str,
     /// The response status; `null` for `not_registry`.
     pub status: Option<u16>,
-    /// The `Location` of a redirect.
+    /// The `Location` of a redirect, or of the first candidate.
     pub location: Option<String>,
     /// The upstream chosen.
     pub upstream: Option<String>,
@@ -102,6 +103,11 @@ pub struct Explanation {
     pub rule: Option<String>,
     /// The rule's position in the policy, from 0.
     pub rule_index: Option<usize>,
+    /// Whether the client is in the rule's canary share, so that
+    /// `upstream` is the canary upstream.
+    pub canary: bool,
+    /// The places a server tries in order, for a `candidates` decision.
+    pub candidates: Option<Vec<CandidateReport>>,
     /// The request kind, such as `manifest` or `blob`.
     pub kind: Option<&'static str>,
     /// The client address the rules were matched against.
@@ -111,6 +117,10 @@ pub struct Explanation {
     pub client_source: &'static str,
     /// The TCP peer address given with `--client`.
     pub peer: IpAddr,
+    /// The cloud of the client's address range, from loaded range files.
+    pub cloud: Option<String>,
+    /// The region of the client's address range, from loaded range files.
+    pub region: Option<String>,
     /// The OCI error code of a rejection, such as `NAME_INVALID`.
     pub error_code: Option<&'static str>,
     /// The message of a rejection.
@@ -118,6 +128,21 @@ pub struct Explanation {
     /// A remark on how the client address was found, such as a malformed
     /// forwarding header.
     pub note: Option<String>,
+}
+
+/// One candidate of a `candidates` decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CandidateReport {
+    /// The upstream.
+    pub upstream: String,
+    /// The region of the upstream's mirror, or `null` for its base URL.
+    pub region: Option<String>,
+    /// The redirect target.
+    pub location: String,
+    /// Whether a server checks with `HEAD` that the blob exists there.
+    pub verify: bool,
+    /// Whether a server skips the upstream while its health probes fail.
+    pub health_checked: bool,
 }
 
 impl Explanation {
@@ -134,6 +159,19 @@ impl Explanation {
             Outcome::Reject(rejection) => Some(rejection),
             _ => None,
         };
+        let candidates = matches!(decision.outcome, Outcome::Candidates { .. }).then(|| {
+            decision
+                .candidates()
+                .iter()
+                .map(|candidate| CandidateReport {
+                    upstream: candidate.upstream.name().to_owned(),
+                    region: candidate.region.map(str::to_owned),
+                    location: candidate.location.clone(),
+                    verify: candidate.verify,
+                    health_checked: candidate.health_checked,
+                })
+                .collect()
+        });
         Explanation {
             decision: decision.outcome_name(),
             status: decision.status().map(|status| status.as_u16()),
@@ -141,10 +179,20 @@ impl Explanation {
             upstream: route.map(|route| route.upstream.name().to_owned()),
             rule: rule.map(|rule| rule.name().to_owned()),
             rule_index: rule.map(|rule| rule.index()),
+            canary: route.is_some_and(|route| route.canary),
+            candidates,
             kind: decision.kind.map(|kind| kind.as_str()),
             client: decision.client.addr,
             client_source: decision.client.source.as_str(),
             peer,
+            cloud: decision
+                .label
+                .and_then(|label| label.cloud())
+                .map(str::to_owned),
+            region: decision
+                .label
+                .and_then(|label| label.region())
+                .map(str::to_owned),
             error_code: rejection.map(|rejection| rejection.code.as_str()),
             message: rejection.map(|rejection| rejection.message),
             note: decision.client.note.map(|note| note.to_string()),
@@ -285,6 +333,34 @@ mod tests {
     }
 
     #[test]
+    fn candidates_are_listed_in_order() {
+        let text = "default_upstream = \"k8s\"\n\
+                    [upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n\
+                    [upstreams.blobs]\nkind = \"blob_store\"\nurl = \"https://blobs.example\"\n\
+                    verify_blobs = true\n\
+                    [[rules]]\nname = \"blobs\"\nkinds = [\"blob\"]\nupstream = \"blobs\"\n";
+        let config = Config::parse("config.toml", text).unwrap();
+        let target = format!("/v2/pause/blobs/{DIGEST}");
+        let request = RequestSpec::new(Method::GET, target, "203.0.113.5".parse().unwrap());
+        let explanation = Explanation::of(&config.policy, &request);
+        assert_eq!(explanation.decision, "candidates");
+        let candidates = explanation.candidates.unwrap();
+        assert_eq!(candidates.len(), 2);
+        assert_eq!(candidates[0].upstream, "blobs");
+        assert!(candidates[0].verify);
+        assert_eq!(
+            candidates[0].location,
+            format!("https://blobs.example/containers/images/{DIGEST}")
+        );
+        assert_eq!(candidates[1].upstream, "k8s");
+        assert!(!candidates[1].verify);
+        assert_eq!(
+            explanation.location.as_deref(),
+            Some(candidates[0].location.as_str())
+        );
+    }
+
+    #[test]
     fn json_has_every_field() {
         let config = Config::builtin().unwrap();
         let request = RequestSpec::new(Method::GET, "/v2/", "192.168.0.9".parse().unwrap());
@@ -297,10 +373,14 @@ mod tests {
             "upstream",
             "rule",
             "rule_index",
+            "canary",
+            "candidates",
             "kind",
             "client",
             "client_source",
             "peer",
+            "cloud",
+            "region",
             "error_code",
             "message",
             "note",

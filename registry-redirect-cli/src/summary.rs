@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use registry_redirect_core::policy::UpstreamKind;
 use registry_redirect_core::{ApiVersionCheck, RuleSpec, Upstream};
 
 use crate::config::Config;
@@ -84,16 +85,20 @@ impl fmt::Display for Summary<'_> {
 }
 
 fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize) -> fmt::Result {
-    // Without the trailing slash that a parsed URL's root path gets, so the
-    // URL reads as it is usually written.
-    let url = upstream.url().to_string();
-    write!(
-        f,
-        "  {:width$}  {}",
-        upstream.name(),
-        url.trim_end_matches('/')
-    )?;
+    // An upstream whose mirrors are all listed by region has no single URL.
+    let url = match upstream.url().trim_end_matches('/') {
+        "" => "(regional mirrors only)",
+        url => url,
+    };
+    write!(f, "  {:width$}  {url}", upstream.name())?;
     let mut options = Vec::new();
+    if upstream.kind() == UpstreamKind::BlobStore {
+        options.push("blob store".to_owned());
+    }
+    let region_count = upstream.regions().count();
+    if region_count > 0 {
+        options.push(format!("{region_count} regional mirrors"));
+    }
     if !upstream.path_prefix().is_empty() {
         options.push(format!("path_prefix {}", upstream.path_prefix()));
     }
@@ -104,6 +109,15 @@ fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize)
         options.push(format!(
             "api_version_check {}",
             upstream.api_version_check().as_str()
+        ));
+    }
+    if upstream.verify_blobs() {
+        options.push("verify_blobs".to_owned());
+    }
+    if let Some(health_check) = upstream.health_check() {
+        options.push(format!(
+            "health check every {} s",
+            health_check.interval_seconds
         ));
     }
     if !options.is_empty() {
@@ -125,6 +139,8 @@ fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
             rule.repositories.iter().map(String::as_str).collect(),
         ),
         ("hosts", rule.hosts.iter().map(String::as_str).collect()),
+        ("clouds", rule.clouds.iter().map(String::as_str).collect()),
+        ("regions", rule.regions.iter().map(String::as_str).collect()),
     ];
     let mut written = false;
     for (name, values) in criteria.iter().filter(|(_, values)| !values.is_empty()) {
@@ -137,6 +153,9 @@ fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
     }
     if !written {
         f.write_str("every request")?;
+    }
+    if let Some(canary) = &rule.canary {
+        write!(f, "; canary {}% -> {}", canary.percent, canary.upstream)?;
     }
     Ok(())
 }
@@ -189,13 +208,25 @@ mod tests {
              [upstreams.a]\n\
              url = \"http://127.0.0.1:5001/base\"\n\
              path_prefix = \"mirror/k8s\"\n\
+             [upstreams.b]\n\
+             kind = \"blob_store\"\n\
+             url = \"https://{region}.blobs.example\"\n\
+             regions = [\"eu-west-1\", \"us-east-1\"]\n\
+             verify_blobs = true\n\
+             health_check = { interval_seconds = 15, path = \"/\" }\n\
              [[rules]]\n\
              name = \"wide\"\n\
              clients = [\"10.1.0.0/16\", \"10.2.0.0/16\", \"10.3.0.0/16\", \"10.4.0.0/16\", \"10.5.0.0/16\", \"10.6.0.0/16\"]\n\
              kinds = [\"blob\"]\n\
              repositories = [\"pause\"]\n\
              hosts = [\"*.example.com\"]\n\
-             upstream = \"a\"\n",
+             upstream = \"a\"\n\
+             [[rules]]\n\
+             name = \"cloud\"\n\
+             clouds = [\"aws\"]\n\
+             regions = [\"eu-*\"]\n\
+             upstream = \"a\"\n\
+             canary = { upstream = \"b\", percent = 12.5 }\n",
         );
         for index in 0..MAX_RULES_SHOWN + 2 {
             text.push_str(&format!(
@@ -210,12 +241,21 @@ mod tests {
             "  a  http://127.0.0.1:5001/base  (path_prefix mirror/k8s/)"
         );
         assert_eq!(
-            lines[3],
+            lines[2],
+            "  b  https://{region}.blobs.example  (blob store, 2 regional mirrors, verify_blobs, \
+             health check every 15 s)"
+        );
+        assert_eq!(
+            lines[4],
             "  rules[0] wide -> a: clients 10.1.0.0/16, 10.2.0.0/16, 10.3.0.0/16, 10.4.0.0/16 and 2 more; \
              kinds blob; repositories pause; hosts *.example.com"
         );
-        assert_eq!(lines[4], "  rules[1] r0 -> a: every request");
-        assert_eq!(lines[3 + MAX_RULES_SHOWN], "  ... and 3 more rules");
+        assert_eq!(
+            lines[5],
+            "  rules[1] cloud -> a: clouds aws; regions eu-*; canary 12.5% -> b"
+        );
+        assert_eq!(lines[6], "  rules[2] r0 -> a: every request");
+        assert_eq!(lines[4 + MAX_RULES_SHOWN], "  ... and 4 more rules");
         assert!(summary.ends_with(
             "default upstream: a\nredirect status: 302\ntrusted proxies: 10.0.0.1/32\n"
         ));
