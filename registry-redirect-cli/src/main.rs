@@ -152,14 +152,22 @@ fn print_config_errors(errors: &ConfigErrors) {
     }
 }
 
+fn print_warnings(config: &Config) {
+    for warning in &config.warnings {
+        eprintln!("{warning}");
+    }
+}
+
 fn check(file: &Path) -> Result<(), CliError> {
     let config = Config::load(file)?;
+    print_warnings(&config);
     print!("{}: ok\n{}", file.display(), Summary::new(&config));
     Ok(())
 }
 
 fn explain(args: ExplainArgs) -> Result<(), CliError> {
     let config = Config::load_or_builtin(args.config.as_deref())?;
+    print_warnings(&config);
     let mut request = RequestSpec::new(args.method, args.path, args.client);
     for (name, value) in args.headers {
         request.headers.append(name, value);
@@ -198,6 +206,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         );
         let _ = stdout.flush();
         drop(stdout);
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(
             listen = %local,
             policy = %source,

@@ -4,7 +4,11 @@
 //! The top-level keys are `listen` (this server's address) and the keys of
 //! the core's [`PolicySpec`]: `redirect_status`, `trusted_proxies`,
 //! `default_upstream`, the `[upstreams.NAME]` tables and the `[[rules]]`
-//! array. `examples/registry-redirect.toml` in this crate explains each.
+//! array. `examples/registry-redirect.toml` in this crate explains the keys
+//! of upstreams and rules that pick and build redirects. The core's
+//! [`UpstreamSpec`] and [`RuleSpec`] document the rest: blob stores,
+//! regional mirrors, blob checks, health checks, canaries, clouds and
+//! regions.
 //!
 //! Loading runs in three phases, and a phase runs only when the one before
 //! it found no error: TOML syntax, the type and shape of every value
@@ -81,6 +85,9 @@ pub struct Config {
     pub spec: PolicySpec,
     /// The policy, checked and compiled.
     pub policy: Policy,
+    /// Settings that are valid but have no effect here, each with its
+    /// position and a message that starts with `warning: `.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -107,6 +114,7 @@ impl Config {
         match Policy::compile(&parts.spec) {
             Ok(policy) => Ok(Config {
                 listen: parts.listen.unwrap_or(DEFAULT_LISTEN),
+                warnings: reader.unused_range_criteria(root, &parts.spec),
                 spec: parts.spec,
                 policy,
             }),
@@ -184,6 +192,40 @@ impl<'a> Reader<'a> {
             .collect();
         errors.sort_by_key(|error| error.position);
         ConfigErrors(errors)
+    }
+
+    /// Collects a warning for each rule criterion on the client's cloud or
+    /// region. Those come from published range files, which this program
+    /// does not load yet, so such a rule never matches.
+    fn unused_range_criteria(&self, root: &DeTable<'_>, spec: &PolicySpec) -> Vec<ConfigError> {
+        let mut warnings = Vec::new();
+        for (index, rule) in spec.rules.iter().enumerate() {
+            let criteria = [
+                ("clouds", "cloud", &rule.clouds),
+                ("regions", "region", &rule.regions),
+            ];
+            for (key, label, values) in criteria {
+                if values.is_empty() {
+                    continue;
+                }
+                let path = FieldPath(vec![
+                    FieldSegment::Key("rules".to_owned()),
+                    FieldSegment::Index(index),
+                    FieldSegment::Key(key.to_owned()),
+                ]);
+                let span = span_of_field(root, &path);
+                warnings.push(ConfigError {
+                    file: self.file.to_owned(),
+                    position: self.lines.position(span.start),
+                    message: format!(
+                        "warning: {path}: rule \"{}\" matches on the client's {label}, but no \
+                         range files are loaded, so the rule never matches",
+                        rule.name
+                    ),
+                });
+            }
+        }
+        warnings
     }
 
     /// Reads the top-level table. Each upstream and each rule is read on

@@ -253,6 +253,29 @@ fn empty_file_needs_default_upstream() {
 }
 
 #[test]
+fn cloud_and_region_rules_warn() {
+    let text = VALID.replace(
+        "kinds = [\"manifest\", \"blob\"]",
+        "clouds = [\"aws\"]\nregions = [\"eu-*\"]",
+    );
+    let config = Config::parse("config.toml", &text).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "config.toml:15:10: warning: rules[0].clouds: rule \"lab\" matches on the client's \
+             cloud, but no range files are loaded, so the rule never matches",
+            "config.toml:16:11: warning: rules[0].regions: rule \"lab\" matches on the client's \
+             region, but no range files are loaded, so the rule never matches",
+        ]
+    );
+    assert!(Config::parse("config.toml", VALID)
+        .unwrap()
+        .warnings
+        .is_empty());
+}
+
+#[test]
 fn builtin_policy_compiles() {
     let config = Config::builtin().unwrap();
     assert_eq!(config.listen, DEFAULT_LISTEN);
