@@ -24,15 +24,23 @@
 //! // so that rules can match on the client address; later,
 //! // `handle.store(new_policy)` switches policies.
 //! ```
+//!
+//! The [`checks`] module checks with a cached `HEAD` whether a mirror has a
+//! blob, and [`health`] probes mirrors periodically, both through the HTTP
+//! client of [`client`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod body;
+pub mod checks;
+pub mod client;
 mod handle;
+pub mod health;
 mod layer;
 
 pub use body::ResponseBody;
+pub use checks::CheckSettings;
 pub use handle::PolicyHandle;
 pub use layer::{RegistryRedirect, RegistryRedirectLayer, ResponseFuture, ACCESS_LOG_TARGET};
 pub use registry_redirect_core as core;
