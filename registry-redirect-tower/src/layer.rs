@@ -6,7 +6,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
+use std::sync::Arc;
+
+use arc_swap::Guard;
+use http::{request, Request, Response};
 use pin_project_lite::pin_project;
 use registry_redirect_core::{decide, Decision, Outcome, Policy, RequestView};
 use tower_layer::Layer;
@@ -14,6 +17,7 @@ use tower_service::Service;
 
 use crate::body::ResponseBody;
 use crate::handle::PolicyHandle;
+use crate::select::{Checks, Selection};
 
 /// The `tracing` target of access-log events.
 pub const ACCESS_LOG_TARGET: &str = "registry_redirect::access";
@@ -48,10 +52,15 @@ struct Settings {
 ///     .route("/", get(|| async { "hello" }))
 ///     .layer(RegistryRedirectLayer::new(policy));
 /// ```
+///
+/// Decisions with several candidates (a verified blob mirror, a health
+/// checked upstream) redirect to the first candidate unless the layer has
+/// [`Checks`]; see [`RegistryRedirectLayer::with_checks`].
 #[derive(Debug, Clone)]
 pub struct RegistryRedirectLayer {
     policy: PolicyHandle,
     settings: Settings,
+    checks: Option<Checks>,
 }
 
 impl RegistryRedirectLayer {
@@ -69,7 +78,20 @@ impl RegistryRedirectLayer {
                 access_log: true,
                 log_client_address: false,
             },
+            checks: None,
         }
+    }
+
+    /// Checks candidates before redirecting: for a decision with several
+    /// candidates, the response is a redirect to the one that
+    /// [`Checks::select`] chooses. The response carries the
+    /// [`Selection`] as an extension, and the access-log event gets the
+    /// field `checks` (its `Display` form) and the chosen candidate's
+    /// `upstream`. Every other request gets the same response as
+    /// without checks, at once.
+    pub fn with_checks(mut self, checks: Checks) -> Self {
+        self.checks = Some(checks);
+        self
     }
 
     /// Returns the handle of the policy this layer serves.
@@ -80,7 +102,8 @@ impl RegistryRedirectLayer {
     /// Sets whether each `/v2` request emits an access-log event: a
     /// `tracing` event at INFO level with target [`ACCESS_LOG_TARGET`] and
     /// the fields `method`, `path`, `kind`, `outcome`, `rule`, `upstream`,
-    /// `status` and `micros`. On by default.
+    /// `status` and `micros`, and `checks` for requests whose candidates
+    /// were checked. On by default.
     pub fn access_log(mut self, enabled: bool) -> Self {
         self.settings.access_log = enabled;
         self
@@ -103,6 +126,7 @@ impl<S> Layer<S> for RegistryRedirectLayer {
             inner,
             policy: self.policy.clone(),
             settings: self.settings,
+            checks: self.checks.clone(),
         }
     }
 }
@@ -113,6 +137,7 @@ pub struct RegistryRedirect<S> {
     inner: S,
     policy: PolicyHandle,
     settings: Settings,
+    checks: Option<Checks>,
 }
 
 impl<S> RegistryRedirect<S> {
@@ -142,6 +167,19 @@ where
         if matches!(decision.outcome, Outcome::NotRegistry) {
             return ResponseFuture::inner(self.inner.call(request));
         }
+        if let (Some(checks), Outcome::Candidates { .. }) = (&self.checks, &decision.outcome) {
+            let checks = checks.clone();
+            drop(decision);
+            let (parts, _body) = request.into_parts();
+            let checked = respond_after_checks(
+                checks,
+                Guard::into_inner(policy),
+                parts,
+                self.settings,
+                started,
+            );
+            return ResponseFuture::checked(Box::pin(checked));
+        }
 
         if self.settings.access_log {
             log_decision(
@@ -149,6 +187,7 @@ where
                 &decision,
                 started,
                 self.settings.log_client_address,
+                None,
             );
         }
         let response = decision
@@ -156,6 +195,41 @@ where
             .map(|response| response.map(bytes::Bytes::from));
         ResponseFuture::ready(response)
     }
+}
+
+/// Decides again on the request's parts under the same policy, checks the
+/// candidates, and redirects to the one chosen. The future must own the
+/// policy, and the first decision borrowed it, so the decision is made
+/// again. Because `decide` is a pure function, the candidates are the same.
+async fn respond_after_checks(
+    checks: Checks,
+    policy: Arc<Policy>,
+    parts: request::Parts,
+    settings: Settings,
+    started: Instant,
+) -> Response<bytes::Bytes> {
+    let request = Request::from_parts(parts, ());
+    let view = RequestView::from_request(&request, peer_address(&request));
+    let decision = decide(&policy, &view);
+    let selection = checks.select(decision.candidates()).await;
+
+    if settings.access_log {
+        log_decision(
+            &request,
+            &decision,
+            started,
+            settings.log_client_address,
+            Some(&selection),
+        );
+    }
+    let Some(response) = decision.into_response_for_candidate(selection.chosen) else {
+        // Only requests outside `/v2` have no response, and they never
+        // have candidates.
+        return internal_error();
+    };
+    let mut response = response.map(bytes::Bytes::from);
+    response.extensions_mut().insert(selection);
+    response
 }
 
 /// Returns the peer address from axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension.
@@ -170,23 +244,33 @@ fn peer_address<B>(request: &Request<B>) -> Option<IpAddr> {
     request.extensions().get::<SocketAddr>().map(SocketAddr::ip)
 }
 
+/// Emits the access-log event. `selection` is the result of checking the
+/// candidates, if they were checked; it then names the upstream.
 fn log_decision<B>(
     request: &Request<B>,
     decision: &Decision<'_>,
     started: Instant,
     with_client: bool,
+    selection: Option<&Selection>,
 ) {
     let route = decision.route();
     let rule = route
         .and_then(|route| route.rule)
         .map_or("", |rule| rule.name());
-    let upstream = route.map_or("", |route| route.upstream.name());
+    let chosen = selection.and_then(|selection| decision.candidates().get(selection.chosen));
+    let upstream = match chosen {
+        Some(candidate) => candidate.upstream.name(),
+        None => route.map_or("", |route| route.upstream.name()),
+    };
+    let checks = selection.map(tracing::field::display);
+
     let kind = decision.kind.map_or("", |kind| kind.as_str());
     let status = decision.status().map_or(0, |status| status.as_u16());
     let micros = started.elapsed().as_micros() as u64;
     // Debug formatting escapes control characters, so a hostile path cannot
     // forge log lines.
     let path = request.uri().path();
+
     if with_client {
         let client = decision.client.addr.map(tracing::field::display);
         tracing::info!(
@@ -199,6 +283,7 @@ fn log_decision<B>(
             upstream,
             status,
             micros,
+            checks,
             client,
             client_source = decision.client.source.as_str(),
         );
@@ -213,6 +298,7 @@ fn log_decision<B>(
             upstream,
             status,
             micros,
+            checks,
         );
     }
 }
@@ -226,12 +312,17 @@ pin_project! {
     }
 }
 
+/// The future of a response written after candidate checks.
+type CheckedFuture = Pin<Box<dyn Future<Output = Response<bytes::Bytes>> + Send>>;
+
 pin_project! {
     #[project = FutureKindProj]
     enum FutureKind<F> {
         Inner { #[pin] future: F },
         // `None` once returned.
         Ready { response: Option<Response<bytes::Bytes>> },
+        // `None` once returned.
+        Checked { future: Option<CheckedFuture> },
     }
 }
 
@@ -245,6 +336,14 @@ impl<F> ResponseFuture<F> {
     fn ready(response: Option<Response<bytes::Bytes>>) -> Self {
         ResponseFuture {
             kind: FutureKind::Ready { response },
+        }
+    }
+
+    fn checked(future: CheckedFuture) -> Self {
+        ResponseFuture {
+            kind: FutureKind::Checked {
+                future: Some(future),
+            },
         }
     }
 }
@@ -265,15 +364,24 @@ where
                     Some(response) => Poll::Ready(Ok(response.map(ResponseBody::full))),
                     // Polled again after completion, which breaks the `Future`
                     // contract: return an empty 500 rather than panic.
-                    None => Poll::Ready(Ok(polled_after_completion())),
+                    None => Poll::Ready(Ok(internal_error().map(ResponseBody::full))),
                 }
+            }
+            FutureKindProj::Checked { future } => {
+                let Some(pending) = future.as_mut() else {
+                    return Poll::Ready(Ok(internal_error().map(ResponseBody::full)));
+                };
+                let response = std::task::ready!(pending.as_mut().poll(cx));
+                *future = None;
+                Poll::Ready(Ok(response.map(ResponseBody::full)))
             }
         }
     }
 }
 
-fn polled_after_completion<B>() -> Response<ResponseBody<B>> {
-    let mut response = Response::new(ResponseBody::full(bytes::Bytes::new()));
+/// An empty 500, for states that should not happen.
+fn internal_error() -> Response<bytes::Bytes> {
+    let mut response = Response::new(bytes::Bytes::new());
     *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
     response
 }

@@ -25,9 +25,13 @@
 //! // `handle.store(new_policy)` switches policies.
 //! ```
 //!
-//! The [`checks`] module checks with a cached `HEAD` whether a mirror has a
-//! blob, and [`health`] probes mirrors periodically, both through the HTTP
-//! client of [`client`].
+//! Policies with verified blob mirrors or health checked upstreams give
+//! some requests several candidates. Without checks the layer redirects to
+//! the first one. With [`Checks`] ([`RegistryRedirectLayer::with_checks`])
+//! it redirects to the first candidate that passes them: the blob exists
+//! there, checked with a cached `HEAD` ([`checks`]), and the mirror passes
+//! its periodic health probes ([`health`]). Both use the HTTP client of
+//! [`client`], and [`select`] walks the candidates.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -38,9 +42,11 @@ pub mod client;
 mod handle;
 pub mod health;
 mod layer;
+pub mod select;
 
 pub use body::ResponseBody;
 pub use checks::CheckSettings;
 pub use handle::PolicyHandle;
 pub use layer::{RegistryRedirect, RegistryRedirectLayer, ResponseFuture, ACCESS_LOG_TARGET};
 pub use registry_redirect_core as core;
+pub use select::{Checks, Selection};
