@@ -191,11 +191,10 @@ async fn silent_mirror_times_out_once() {
     );
     assert_eq!(listener.accepted(), 1);
 
-    // Another blob on the same mirror is skipped without a connection.
-    let started = Instant::now();
+    // Another blob on the same mirror is skipped without a connection, so
+    // without a wait.
     let second = checker.check(&listener.url(&blob_path("b")), &base).await;
     assert_eq!(second, BlobCheck::MirrorFailing);
-    assert!(started.elapsed() < timeout, "took {:?}", started.elapsed());
     assert_eq!(listener.accepted(), 1);
 
     let stats = checker.stats();

@@ -6,12 +6,15 @@ mod mirror;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use mirror::{regional_policy as policy, wait_until, Mirror, DEFAULT_REGISTRY, DIGEST};
+use mirror::{
+    regional_policy as policy, regional_policy_at, wait_until, Behavior, Mirror, RawListener,
+    DEFAULT_REGISTRY, DIGEST,
+};
 use registry_redirect_core::policy::HealthCheckSpec;
 use registry_redirect_tower::health::probe_targets;
 use registry_redirect_tower::select::CandidateResult;
@@ -199,6 +202,43 @@ async fn unhealthy_mirror_skipped_without_head() {
         "buckets/eu-north-1:unhealthy,buckets/eu-west-1:found"
     );
     assert_eq!(mirror.heads(), 1);
+}
+
+#[tokio::test]
+async fn silent_mirrors_fall_back_then_skipped() {
+    let listener = RawListener::start(Behavior::NeverAnswer).await;
+    let timeout = Duration::from_millis(200);
+    let checks = Checks::new(CheckSettings {
+        timeout,
+        ..CheckSettings::default()
+    })
+    .unwrap();
+    let policy = regional_policy_at(&listener.url(""), None);
+    let layer = RegistryRedirectLayer::new(policy).with_checks(checks);
+
+    // Both regional mirrors time out, one after the other.
+    let started = Instant::now();
+    let response = get_blob(layer.clone()).await;
+    assert!(
+        started.elapsed() < 2 * timeout + Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(location(&response), registry_location());
+    assert_eq!(
+        selection(&response).to_string(),
+        "buckets/eu-north-1:timeout,buckets/eu-west-1:timeout,registry:unverified"
+    );
+    assert_eq!(listener.accepted(), 2);
+
+    // The next request skips both without a connection, so without a wait.
+    let response = get_blob(layer).await;
+    assert_eq!(location(&response), registry_location());
+    assert_eq!(
+        selection(&response).to_string(),
+        "buckets/eu-north-1:mirror_failing,buckets/eu-west-1:mirror_failing,registry:unverified"
+    );
+    assert_eq!(listener.accepted(), 2);
 }
 
 #[tokio::test]

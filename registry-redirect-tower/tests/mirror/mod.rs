@@ -197,12 +197,18 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
-/// A policy whose AWS clients get blobs from the verified blob store
+/// Builds a policy whose AWS clients get blobs from the verified blob store
 /// `buckets`. It has mirrors in eu-north-1 and eu-west-1 at
 /// `/mirror-{region}` on `mirror`, and eu-north-1 falls back to eu-west-1.
 /// Clients on 127.0.0.0/8 are AWS eu-north-1. Everything else goes to
 /// [`DEFAULT_REGISTRY`].
 pub fn regional_policy(mirror: &Mirror, health_check: Option<HealthCheckSpec>) -> Policy {
+    regional_policy_at(&mirror.url(""), health_check)
+}
+
+/// Builds the policy of [`regional_policy`] with the mirrors at `/mirror-{region}` below
+/// `origin`, such as `http://127.0.0.1:8080`.
+pub fn regional_policy_at(origin: &str, health_check: Option<HealthCheckSpec>) -> Policy {
     let mut spec = PolicySpec::new("registry");
     spec.upstreams
         .insert("registry".into(), UpstreamSpec::new(DEFAULT_REGISTRY));
@@ -211,7 +217,7 @@ pub fn regional_policy(mirror: &Mirror, health_check: Option<HealthCheckSpec>) -
         regions: vec!["eu-north-1".into(), "eu-west-1".into()],
         verify_blobs: true,
         health_check,
-        ..UpstreamSpec::new(mirror.url("/mirror-{region}"))
+        ..UpstreamSpec::new(format!("{origin}/mirror-{{region}}"))
     };
     buckets
         .fallbacks
