@@ -6,13 +6,17 @@
 //! - [`summary`]: the policy on one screen, for `check` and `serve`.
 //! - [`explain`]: one request decided offline, for `explain`.
 //! - [`serve`]: the HTTP server around the `registry-redirect-tower` layer.
+//! - [`fetch`]: `ranges fetch`, which downloads the published range files.
+//! - [`download`]: the HTTP client that `ranges fetch` downloads with.
 //! - [`logging`]: where `serve` writes its log, and at which level.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod download;
 pub mod explain;
+pub mod fetch;
 pub mod logging;
 pub mod serve;
 pub mod summary;

@@ -1,7 +1,8 @@
 //! `registry-redirect`: serve, check and explain registry redirect policies.
 //!
-//! Exit status: 0 on success, 1 when a configuration is invalid or the
-//! server fails, 2 for a usage error or a file that cannot be read.
+//! Exit status: 0 on success, 1 when a configuration is invalid, the
+//! server fails or a range file fails to update, 2 for a usage error or a
+//! file that cannot be read.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -11,8 +12,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue, Method};
-use registry_redirect_cli::config::{Config, ConfigErrors, LoadError, BUILTIN_NAME};
+use registry_redirect_cli::config::{self, Config, ConfigErrors, LoadError, BUILTIN_NAME};
+use registry_redirect_cli::download::{DownloadError, Downloader};
 use registry_redirect_cli::explain::{parse_header, render, OutputFormat, RequestSpec};
+use registry_redirect_cli::fetch::{
+    self, parse_source_arg, FetchOptions, FetchSource, SourceUrls, DEFAULT_MAX_DROP_PERCENT,
+};
 use registry_redirect_cli::logging::{self, LogFilterError};
 use registry_redirect_cli::serve::{self, ServeError, ShutdownSignals};
 use registry_redirect_cli::summary::Summary;
@@ -38,6 +43,43 @@ enum Command {
     },
     /// Decide one request offline and show the decision and why.
     Explain(ExplainArgs),
+    /// Work with the published cloud range files.
+    Ranges {
+        #[command(subcommand)]
+        command: RangesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RangesCommand {
+    /// Download the published range files of AWS and GCP (and Azure, given
+    /// a URL) into a directory. A file is replaced only by a download that
+    /// parses and whose prefix count did not drop by more than --max-drop.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FetchArgs {
+    /// The directory to write to, created when missing. The files are
+    /// aws-ip-ranges.json, gcp-cloud.json and azure-service-tags.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A configuration file whose ranges_fetch table sets source URLs.
+    /// Only that table is read.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A source and its URL, as NAME=URL with NAME aws, gcp or azure. It
+    /// overrides the default URL and the configuration file; NAME= skips
+    /// the source. Repeat for more sources.
+    #[arg(long = "source", value_name = "NAME=URL", value_parser = parse_source_arg_text)]
+    sources: Vec<(FetchSource, String)>,
+    /// The largest accepted fall in a file's prefix count, in percent of
+    /// the count of the file it replaces.
+    #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_MAX_DROP_PERCENT, value_parser = parse_percent)]
+    max_drop: f64,
+    /// Seconds each download may take, redirects and body included.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +136,19 @@ fn parse_header_arg(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     parse_header(text).map_err(|error| error.to_string())
 }
 
+fn parse_source_arg_text(text: &str) -> Result<(FetchSource, String), String> {
+    parse_source_arg(text).map_err(|error| error.to_string())
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        _ => Err(format!(
+            "\"{text}\" is not a percentage (expected a number from 0 to 100, such as 20)"
+        )),
+    }
+}
+
 fn parse_method(text: &str) -> Result<Method, String> {
     Method::from_bytes(text.to_ascii_uppercase().as_bytes()).map_err(|_| {
         format!("\"{text}\" is not an HTTP method (expected a token such as GET or HEAD)")
@@ -111,13 +166,31 @@ enum CliError {
     Serve(#[from] ServeError),
     #[error("failed to start the Tokio runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("ranges fetch: every source is skipped, so there is nothing to fetch (give a source with --source NAME=URL)")]
+    NoSources,
+    #[error("ranges fetch: failed to create the output directory {}: {source}", dir.display())]
+    OutputDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ranges fetch: {0}")]
+    Downloader(DownloadError),
+    #[error("ranges fetch: {failed} of {total} sources failed, and their old files are kept")]
+    SourcesFailed { failed: usize, total: usize },
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Load(LoadError::Read { .. }) | CliError::LogFilter(_) => 2,
-            CliError::Load(LoadError::Invalid(_)) | CliError::Serve(_) | CliError::Runtime(_) => 1,
+            CliError::Load(LoadError::Read { .. })
+            | CliError::LogFilter(_)
+            | CliError::NoSources => 2,
+            CliError::Load(LoadError::Invalid(_))
+            | CliError::Serve(_)
+            | CliError::Runtime(_)
+            | CliError::OutputDir { .. }
+            | CliError::Downloader(_)
+            | CliError::SourcesFailed { .. } => 1,
         }
     }
 }
@@ -128,6 +201,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check { file } => check(&file),
         Command::Explain(args) => explain(args),
+        Command::Ranges {
+            command: RangesCommand::Fetch(args),
+        } => fetch(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -177,6 +253,62 @@ fn explain(args: ExplainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+fn fetch(args: FetchArgs) -> Result<(), CliError> {
+    let mut urls = SourceUrls::defaults();
+    if let Some(path) = &args.config {
+        for (source, url) in config::load_ranges_fetch(path)? {
+            urls.set(source, &url);
+        }
+    }
+    for (source, url) in &args.sources {
+        urls.set(*source, url);
+    }
+    if urls.is_empty() {
+        return Err(CliError::NoSources);
+    }
+
+    let downloader =
+        Downloader::new(Duration::from_secs(args.timeout)).map_err(CliError::Downloader)?;
+    let options = FetchOptions {
+        out: args.out,
+        max_drop_percent: args.max_drop,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    let reports = runtime
+        .block_on(fetch::fetch_all(&downloader, &urls, &options))
+        .map_err(|source| CliError::OutputDir {
+            dir: options.out.clone(),
+            source,
+        })?;
+
+    let mut failed = 0;
+    for report in &reports {
+        for warning in &report.warnings {
+            eprintln!(
+                "registry-redirect: ranges fetch: warning: {}: {warning}",
+                report.source
+            );
+        }
+        if let Some(line) = report.success_line() {
+            println!("{line}");
+        }
+        if let Some(line) = report.failure_line(&options.out) {
+            eprintln!("registry-redirect: ranges fetch: {line}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::SourcesFailed {
+            failed,
+            total: reports.len(),
+        });
+    }
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> Result<(), CliError> {
     logging::init(logging::filter(args.log_level.as_deref())?);
     let config = Config::load_or_builtin(args.config.as_deref())?;
@@ -214,6 +346,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             policy = %source,
             upstreams = config.policy.upstreams().len(),
             rules = config.policy.rules().len(),
+            client_range_files = config.client_ranges.files.len(),
+            client_range_prefixes = config.client_ranges.prefixes,
             "registry-redirect started"
         );
 

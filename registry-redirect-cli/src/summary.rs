@@ -17,7 +17,7 @@ use std::fmt;
 use registry_redirect_core::policy::UpstreamKind;
 use registry_redirect_core::{ApiVersionCheck, RuleSpec, Upstream};
 
-use crate::config::Config;
+use crate::config::{ClientRanges, Config};
 
 /// Rules listed before the rest is only counted, so that the summary fits
 /// on a screen.
@@ -27,8 +27,9 @@ const MAX_RULES_SHOWN: usize = 20;
 const MAX_VALUES_SHOWN: usize = 4;
 
 /// Displays the upstreams with their URLs and options, the rules in order
-/// with their criteria, the default upstream, the redirect status and the
-/// trusted proxies.
+/// with their criteria, the default upstream, the redirect status, the
+/// trusted proxies and, when range files are configured, their prefix and
+/// label counts.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary<'a> {
     config: &'a Config,
@@ -76,12 +77,58 @@ impl fmt::Display for Summary<'_> {
         let proxies = policy.trusted_proxies().networks();
         write!(f, "trusted proxies: ")?;
         if proxies.is_empty() {
-            writeln!(f, "none (forwarding headers are ignored)")
+            writeln!(f, "none (forwarding headers are ignored)")?;
         } else {
             write_list(f, proxies.iter())?;
-            writeln!(f)
+            writeln!(f)?;
         }
+
+        write_client_ranges(f, &self.config.client_ranges)
     }
+}
+
+/// Writes the totals of the loaded range files, then one line per file.
+/// Writes nothing when no range file is configured.
+fn write_client_ranges(f: &mut fmt::Formatter<'_>, ranges: &ClientRanges) -> fmt::Result {
+    if !ranges.is_configured() {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "client ranges: {}, {} (cloud and region pairs)",
+        counted(ranges.prefixes, "prefix", "prefixes"),
+        counted(ranges.labels, "label", "labels")
+    )?;
+    for (index, file) in ranges.files.iter().enumerate() {
+        write!(
+            f,
+            "  client_ranges[{index}] {} {}",
+            file.format,
+            file.path.display()
+        )?;
+        let mut options = Vec::new();
+        if let Some(cloud) = &file.cloud {
+            options.push(format!("cloud {cloud}"));
+        }
+        if !file.services.is_empty() {
+            options.push(format!("services {}", file.services.join(", ")));
+        }
+        if !options.is_empty() {
+            write!(f, " ({})", options.join("; "))?;
+        }
+        writeln!(
+            f,
+            ": {}, {}",
+            counted(file.prefixes, "prefix", "prefixes"),
+            counted(file.labels, "label", "labels")
+        )?;
+    }
+    Ok(())
+}
+
+fn counted(count: usize, singular: &str, plural: &str) -> String {
+    let noun = if count == 1 { singular } else { plural };
+    format!("{count} {noun}")
 }
 
 fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize) -> fmt::Result {
@@ -259,5 +306,38 @@ mod tests {
         assert!(summary.ends_with(
             "default upstream: a\nredirect status: 302\ntrusted proxies: 10.0.0.1/32\n"
         ));
+    }
+
+    #[test]
+    fn summary_counts_client_ranges() {
+        let dir =
+            std::env::temp_dir().join(format!("registry-redirect-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("lab.txt"),
+            "192.0.2.0/24 r-1\n198.51.100.0/24 r-2\n203.0.113.0/24 r-1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("aws.json"),
+            r#"{"prefixes": [{"ip_prefix": "192.0.2.0/24", "region": "eu-west-1", "service": "EC2"}]}"#,
+        )
+        .unwrap();
+        let text = "default_upstream = \"k8s\"\n\
+                    [upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n\
+                    [[client_ranges]]\nformat = \"plain\"\npath = \"lab.txt\"\ncloud = \"lab\"\n\
+                    [[client_ranges]]\nformat = \"aws\"\npath = \"aws.json\"\nservices = [\"EC2\"]\n";
+        let config = Config::parse_in("config.toml", text, &dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let summary = Summary::new(&config).to_string();
+        assert!(
+            summary.ends_with(
+                "client ranges: 3 prefixes, 3 labels (cloud and region pairs)\n\
+                 \x20 client_ranges[0] plain lab.txt (cloud lab): 3 prefixes, 2 labels\n\
+                 \x20 client_ranges[1] aws aws.json (services EC2): 1 prefix, 1 label\n"
+            ),
+            "{summary}"
+        );
     }
 }

@@ -72,7 +72,112 @@ fn check_accepts_example_config() {
         "{text}"
     );
     assert!(text.contains("default upstream: k8s\n"), "{text}");
-    assert!(stderr(&output).is_empty());
+    assert!(
+        text.ends_with(
+            "client ranges: 4 prefixes, 3 labels (cloud and region pairs)\n\
+             \x20 client_ranges[0] plain ranges/example.txt: 4 prefixes, 3 labels\n"
+        ),
+        "{text}"
+    );
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+}
+
+#[test]
+fn check_names_range_entry_and_file() {
+    let config = TempFile::new(
+        "ranges.toml",
+        "default_upstream = \"k8s\"\n\
+         [upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n\
+         [[client_ranges]]\nformat = \"plain\"\npath = \"ranges/missing.txt\"\n\
+         [[client_ranges]]\nformat = \"plain\"\npath = \"bad.txt\"\n",
+    );
+    std::fs::write(config.dir.join("bad.txt"), "192.0.2.0/24 a b c\n").unwrap();
+    let output = run(&["check", config.path()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).is_empty());
+    let path = config.path();
+    let dir = config.dir.display();
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "{path}:6:8: client_ranges[0].path: failed to read range file ranges/missing.txt \
+             (resolved to {dir}/ranges/missing.txt): No such file or directory (os error 2)\n\
+             {path}:9:8: client_ranges[1].path: bad.txt: line 1 has 4 fields (\"192.0.2.0/24 a \
+             b c\"), expected PREFIX, PREFIX REGION or PREFIX CLOUD REGION\n\
+             {path}: 2 errors\n"
+        )
+    );
+}
+
+#[test]
+fn explain_json_shows_cloud_region_candidates() {
+    let example = example_config();
+    let path = format!("/v2/pause/blobs/{DIGEST}");
+    let output = run(&[
+        "explain",
+        "--config",
+        &example,
+        "--format",
+        "json",
+        "--client",
+        "192.0.2.7",
+        "GET",
+        &path,
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["decision"], "candidates");
+    assert_eq!(value["rule"], "example-cloud-blobs");
+    assert_eq!(value["cloud"], "example");
+    assert_eq!(value["region"], "eu-west");
+
+    let candidates: Vec<(String, String, String, bool)> = value["candidates"]
+        .as_array()
+        .expect("candidates is an array")
+        .iter()
+        .map(|candidate| {
+            (
+                candidate["upstream"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                candidate["region"].as_str().unwrap_or("-").to_owned(),
+                candidate["location"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                candidate["verify"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+
+    let owned = |upstream: &str, region: &str, location: String, verify| {
+        (upstream.to_owned(), region.to_owned(), location, verify)
+    };
+    assert_eq!(
+        candidates,
+        [
+            owned(
+                "regional-blobs",
+                "eu-west",
+                format!("https://blobs-eu-west.example.net/blobs/{DIGEST}"),
+                true
+            ),
+            owned(
+                "regional-blobs",
+                "us-east",
+                format!("https://blobs-us-east.example.net/blobs/{DIGEST}"),
+                true
+            ),
+            owned(
+                "k8s",
+                "-",
+                format!("https://registry.k8s.io/v2/pause/blobs/{DIGEST}"),
+                false
+            ),
+        ]
+    );
+    assert_eq!(value["location"], candidates[0].2);
 }
 
 #[test]

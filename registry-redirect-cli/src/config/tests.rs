@@ -1,3 +1,11 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use registry_redirect_core::sources::SourceFormat;
+use registry_redirect_tower::CheckSettings;
+
+use crate::fetch::FetchSource;
+
 use super::*;
 
 const VALID: &str = r#"listen = "0.0.0.0:5000"
@@ -73,7 +81,8 @@ fn errors_point_at_line_and_column() {
             "unknown top-level key",
             ("listen = \"0.0.0.0:5000\"", "listen_on = \"0.0.0.0:5000\""),
             "1:1: unknown key \"listen_on\" (expected one of: listen, redirect_status, \
-             trusted_proxies, default_upstream, upstreams, rules)",
+             trusted_proxies, default_upstream, upstreams, rules, client_ranges, blob_checks, \
+             ranges_fetch)",
         ),
         (
             "unknown upstream key",
@@ -253,7 +262,7 @@ fn empty_file_needs_default_upstream() {
 }
 
 #[test]
-fn cloud_and_region_rules_warn() {
+fn cloud_rules_warn_without_ranges() {
     let text = VALID.replace(
         "kinds = [\"manifest\", \"blob\"]",
         "clouds = [\"aws\"]\nregions = [\"eu-*\"]",
@@ -264,9 +273,11 @@ fn cloud_and_region_rules_warn() {
         warnings,
         [
             "config.toml:15:10: warning: rules[0].clouds: rule \"lab\" matches on the client's \
-             cloud, but no range files are loaded, so the rule never matches",
+             cloud, but no range files are loaded, so the rule never matches (add \
+             [[client_ranges]] entries)",
             "config.toml:16:11: warning: rules[0].regions: rule \"lab\" matches on the client's \
-             region, but no range files are loaded, so the rule never matches",
+             region, but no range files are loaded, so the rule never matches (add \
+             [[client_ranges]] entries)",
         ]
     );
     assert!(Config::parse("config.toml", VALID)
@@ -302,8 +313,11 @@ fn builtin_policy_compiles() {
 #[test]
 fn example_config_compiles() {
     let text = include_str!("../../examples/registry-redirect.toml");
-    let config = Config::parse("registry-redirect.toml", text).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let config = Config::parse_in("registry-redirect.toml", text, &dir).unwrap();
     assert!(!config.policy.rules().is_empty());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.client_ranges.prefixes, 4);
 }
 
 #[test]
@@ -316,5 +330,421 @@ fn load_reports_unreadable_file() {
             .to_string()
             .starts_with("failed to read config file /nonexistent/registry-redirect.toml: "),
         "{error}"
+    );
+}
+
+/// A fresh temporary directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "registry-redirect-config-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(path.join("ranges")).unwrap();
+        TempDir(path)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.0.join(name), text).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const CLOUD_POLICY: &str = r#"default_upstream = "k8s"
+
+[upstreams.k8s]
+url = "https://registry.k8s.io"
+
+[upstreams.mirror]
+url = "https://{region}.mirror.example"
+
+[[rules]]
+name = "cloud"
+clouds = ["example"]
+upstream = "mirror"
+"#;
+
+const PLAIN_RANGES: &str = "\
+192.0.2.0/24     example eu-1
+198.51.100.0/24  example us-1
+2001:db8::/32    example eu-1
+";
+
+const AWS_RANGES: &str = r#"{"prefixes": [
+    {"ip_prefix": "203.0.113.0/24", "region": "eu-west-1", "service": "EC2"},
+    {"ip_prefix": "203.0.113.0/24", "region": "eu-west-1", "service": "AMAZON"},
+    {"ip_prefix": "192.0.2.0/25", "region": "us-east-1", "service": "S3"}
+]}"#;
+
+fn client_label(config: &Config, address: &str) -> (Option<String>, Option<String>) {
+    let label = config.policy.client_label(address.parse().unwrap());
+    (
+        label.and_then(|label| label.cloud()).map(str::to_owned),
+        label.and_then(|label| label.region()).map(str::to_owned),
+    )
+}
+
+fn owned(cloud: &str, region: &str) -> (Option<String>, Option<String>) {
+    (Some(cloud.to_owned()), Some(region.to_owned()))
+}
+
+#[test]
+fn client_ranges_load_and_merge_in_order() {
+    let dir = TempDir::new("merge");
+    dir.write("ranges/plain.txt", PLAIN_RANGES);
+    dir.write("ranges/aws.json", AWS_RANGES);
+    let text = format!(
+        "{CLOUD_POLICY}
+[[client_ranges]]
+format = \"plain\"
+path = \"ranges/plain.txt\"
+
+[[client_ranges]]
+format = \"aws\"
+path = \"ranges/aws.json\"
+"
+    );
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+
+    let files = &config.client_ranges.files;
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].format, SourceFormat::Plain);
+    assert_eq!(files[0].path, Path::new("ranges/plain.txt"));
+    assert_eq!(files[0].resolved, dir.0.join("ranges/plain.txt"));
+    assert_eq!((files[0].prefixes, files[0].labels), (3, 2));
+    assert_eq!((files[1].prefixes, files[1].labels), (2, 2));
+    assert_eq!(config.client_ranges.prefixes, 5);
+    assert_eq!(config.client_ranges.labels, 4);
+    assert_eq!(config.policy.labelled_prefix_count(), 5);
+
+    assert_eq!(
+        client_label(&config, "198.51.100.7"),
+        owned("example", "us-1")
+    );
+    assert_eq!(
+        client_label(&config, "203.0.113.9"),
+        owned("aws", "eu-west-1")
+    );
+    // The AWS file lists 192.0.2.0/25 inside the plain file's /24: the
+    // longer prefix wins.
+    assert_eq!(
+        client_label(&config, "192.0.2.1"),
+        owned("aws", "us-east-1")
+    );
+    assert_eq!(
+        client_label(&config, "192.0.2.200"),
+        owned("example", "eu-1")
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn later_range_file_wins_same_prefix() {
+    let dir = TempDir::new("later-wins");
+    dir.write("a.txt", "192.0.2.0/24 first r-1\n");
+    dir.write("b.txt", "192.0.2.0/24 second r-2\n");
+    let entries = "[[client_ranges]]\nformat = \"plain\"\npath = \"a.txt\"\n\
+                   [[client_ranges]]\nformat = \"plain\"\npath = \"b.txt\"\n";
+    let text = format!("{}{entries}", VALID);
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    assert_eq!(client_label(&config, "192.0.2.1"), owned("second", "r-2"));
+    assert_eq!(config.client_ranges.prefixes, 1);
+    assert_eq!(config.client_ranges.labels, 1);
+}
+
+#[test]
+fn range_entry_cloud_and_services_apply() {
+    let dir = TempDir::new("cloud-services");
+    dir.write("aws.json", AWS_RANGES);
+    dir.write("plain.txt", "192.0.2.0/24 r-1\n198.51.100.0/24 other r-2\n");
+    let text = format!(
+        "{VALID}
+[[client_ranges]]
+format = \"aws\"
+path = \"aws.json\"
+cloud = \"aws-gov\"
+services = [\"ec2\"]
+
+[[client_ranges]]
+format = \"plain\"
+path = \"plain.txt\"
+cloud = \"lab\"
+"
+    );
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    assert_eq!(config.client_ranges.files[0].prefixes, 1);
+    assert_eq!(
+        client_label(&config, "203.0.113.1"),
+        owned("aws-gov", "eu-west-1")
+    );
+    // `cloud` names the lines without a cloud; a line's own cloud stays.
+    assert_eq!(client_label(&config, "192.0.2.1"), owned("lab", "r-1"));
+    assert_eq!(client_label(&config, "198.51.100.1"), owned("other", "r-2"));
+}
+
+#[test]
+fn range_entry_errors_name_entry_and_file() {
+    let dir = TempDir::new("errors");
+    dir.write(
+        "bad.json",
+        r#"{"prefixes": [{"ip_prefix": "10.0.0.0/33", "region": "x"}]}"#,
+    );
+    dir.write("good.txt", PLAIN_RANGES);
+    dir.write("aws.json", AWS_RANGES);
+    let root = dir.0.display().to_string();
+    // (the entry's lines, the expected error after `config.toml:`)
+    let cases = [
+        (
+            "format = \"aws\"\npath = \"missing.json\"",
+            format!(
+                "19:8: client_ranges[0].path: failed to read range file missing.json (resolved \
+                 to {root}/missing.json): No such file or directory (os error 2)"
+            ),
+        ),
+        (
+            "format = \"oracle\"\npath = \"good.txt\"",
+            "18:10: client_ranges[0].format: unknown range file format \"oracle\" (expected \
+             aws, gcp, azure or plain)"
+                .to_owned(),
+        ),
+        (
+            "format = \"aws\"\npath = \"bad.json\"",
+            "19:8: client_ranges[0].path: bad.json: prefixes[0].ip_prefix is \"10.0.0.0/33\", \
+             which is not an IPv4 prefix such as 192.0.2.0/24"
+                .to_owned(),
+        ),
+        (
+            "format = \"gcp\"\npath = \"good.txt\"",
+            "19:8: client_ranges[0].path: good.txt: invalid JSON at line 1, column 5: invalid \
+             type: floating point `192.0`, expected a GCP cloud.json object"
+                .to_owned(),
+        ),
+        (
+            "format = \"plain\"\npath = \"good.txt\"\nservices = [\"EC2\"]",
+            "20:12: client_ranges[0].services: services filters only aws range files, and this \
+             entry has format plain (remove services, or use format = \"aws\")"
+                .to_owned(),
+        ),
+        (
+            "format = \"aws\"\npath = \"aws.json\"\nservices = [\"LAMBDA\"]",
+            "20:12: client_ranges[0].services: aws.json: no entry of the aws range file has \
+             service LAMBDA (services in the file: AMAZON, EC2, S3)"
+                .to_owned(),
+        ),
+        (
+            "format = \"plain\"\npath = \"\"",
+            "19:8: client_ranges[0].path: the path is empty (expected the path of a range file, \
+             relative to the configuration file's directory or absolute)"
+                .to_owned(),
+        ),
+        (
+            "format = \"plain\"\npath = \"good.txt\"\ncloud = \"\"",
+            "20:9: client_ranges[0].cloud: the cloud is empty (expected a name such as aws, or \
+             no cloud key to use the format's cloud)"
+                .to_owned(),
+        ),
+        (
+            "path = \"good.txt\"",
+            "17:1: client_ranges[0]: missing field `format`".to_owned(),
+        ),
+        (
+            "format = \"plain\"\npath = \"good.txt\"\nservice = [\"EC2\"]",
+            "20:1: client_ranges[0].service: unknown field `service`, expected one of `format`, \
+             `path`, `cloud`, `services`"
+                .to_owned(),
+        ),
+    ];
+    for (entry, expected) in cases {
+        // VALID has 16 lines, so the entry's header is line 17.
+        let text = format!("{VALID}[[client_ranges]]\n{entry}\n");
+        let errors = Config::parse_in("config.toml", &text, &dir.0)
+            .expect_err(entry)
+            .0
+            .iter()
+            .map(|error| {
+                format!(
+                    "{}:{}: {}",
+                    error.position.line, error.position.column, error.message
+                )
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(errors.len(), 1, "{entry}: {errors:#?}");
+        assert!(errors[0].starts_with(&expected), "{entry}: {errors:#?}");
+    }
+}
+
+#[test]
+fn loaded_ranges_warn_only_unknown_labels() {
+    let dir = TempDir::new("warnings");
+    dir.write("plain.txt", PLAIN_RANGES);
+    let rules = "[[rules]]\nname = \"known\"\nclouds = [\"EXAMPLE\"]\nregions = [\"eu-*\", \"us-1\"]\nupstream = \"hub\"\n\
+                 [[rules]]\nname = \"typos\"\nclouds = [\"example\", \"exmaple\"]\nregions = [\"ap-*\", \"eu-2\"]\nupstream = \"hub\"\n\
+                 [[client_ranges]]\nformat = \"plain\"\npath = \"plain.txt\"\n";
+    let text = format!("{VALID}{rules}");
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "config.toml:24:22: warning: rules[2].clouds[1]: rule \"typos\" matches cloud \
+             \"exmaple\", but no loaded range has that cloud, so this value never matches \
+             (loaded clouds: example)",
+            "config.toml:25:12: warning: rules[2].regions[0]: rule \"typos\" matches region \
+             \"ap-*\", but no loaded range has a matching region, so this value never matches",
+            "config.toml:25:20: warning: rules[2].regions[1]: rule \"typos\" matches region \
+             \"eu-2\", but no loaded range has a matching region, so this value never matches",
+        ]
+    );
+}
+
+#[test]
+fn load_resolves_range_paths_from_config_dir() {
+    let dir = TempDir::new("relative");
+    dir.write("ranges/plain.txt", PLAIN_RANGES);
+    let text = format!(
+        "{CLOUD_POLICY}[[client_ranges]]\nformat = \"plain\"\npath = \"ranges/plain.txt\"\n"
+    );
+    dir.write("config.toml", &text);
+    let config = Config::load(&dir.0.join("config.toml")).unwrap();
+    assert_eq!(config.client_ranges.prefixes, 3);
+    assert_eq!(
+        client_label(&config, "2001:db8::1"),
+        owned("example", "eu-1")
+    );
+
+    let absolute = dir.0.join("ranges/plain.txt");
+    let text = format!(
+        "{CLOUD_POLICY}[[client_ranges]]\nformat = \"plain\"\npath = \"{}\"\n",
+        absolute.display()
+    );
+    let config = Config::parse_in("config.toml", &text, Path::new("/nonexistent")).unwrap();
+    assert_eq!(config.client_ranges.files[0].resolved, absolute);
+}
+
+#[test]
+fn client_ranges_must_be_array_of_tables() {
+    assert_eq!(
+        errors_of(&format!("client_ranges = \"ranges.txt\"\n{VALID}"))[0],
+        "1:17: client_ranges: expected an array of tables written as [[client_ranges]], \
+         found string"
+    );
+}
+
+#[test]
+fn ranges_fetch_urls_are_read_and_checked() {
+    let text = format!(
+        "{VALID}[ranges_fetch]\naws = \"http://127.0.0.1:8080/ip-ranges.json\"\ngcp = \"\"\n"
+    );
+    let config = Config::parse("config.toml", &text).unwrap();
+    assert_eq!(
+        config.ranges_fetch,
+        BTreeMap::from([
+            (
+                FetchSource::Aws,
+                "http://127.0.0.1:8080/ip-ranges.json".to_owned()
+            ),
+            (FetchSource::Gcp, String::new()),
+        ])
+    );
+
+    let text = format!(
+        "{VALID}[ranges_fetch]\noracle = \"https://example.com/a.json\"\nazure = \"ftp://example.com/tags.json\"\ngcp = 5\n"
+    );
+    assert_eq!(
+        errors_of(&text),
+        [
+            "18:1: ranges_fetch: unknown key \"oracle\" (expected one of: aws, gcp, azure)",
+            "19:9: ranges_fetch.azure: \"ftp://example.com/tags.json\" is not an absolute http \
+             or https URL: the scheme is ftp, expected http or https",
+            "20:7: ranges_fetch.gcp: invalid type: integer `5`, expected a string",
+        ]
+    );
+}
+
+#[test]
+fn ranges_fetch_alone_ignores_rest_of_file() {
+    // The range file does not exist yet, and the policy is incomplete:
+    // neither matters to `ranges fetch`.
+    let text = "[[client_ranges]]\nformat = \"aws\"\npath = \"ranges/aws-ip-ranges.json\"\n\
+                [ranges_fetch]\nazure = \"https://download.example/ServiceTags_Public.json\"\n";
+    assert_eq!(
+        parse_ranges_fetch("config.toml", text).unwrap(),
+        BTreeMap::from([(
+            FetchSource::Azure,
+            "https://download.example/ServiceTags_Public.json".to_owned()
+        )])
+    );
+    assert!(parse_ranges_fetch("config.toml", "").unwrap().is_empty());
+
+    let errors = parse_ranges_fetch("config.toml", "[ranges_fetch]\naws = true\n").unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "config.toml:2:7: ranges_fetch.aws: invalid type: boolean `true`, expected a string"
+    );
+}
+
+#[test]
+fn blob_checks_table_sets_check_settings() {
+    let verified = VALID.replace(
+        "api_version_check = \"redirect\"\n",
+        "api_version_check = \"redirect\"\nverify_blobs = true\n",
+    );
+    let text = format!(
+        "{verified}[blob_checks]\ntimeout_ms = 300\nmissing_ttl_seconds = 5\n\
+         cache_capacity = 1000\nfailing_mirror_skip_seconds = 20\nconnect_timeout_ms = 150\n"
+    );
+    let config = Config::parse("config.toml", &text).unwrap();
+    let settings = &config.check_settings;
+    assert_eq!(settings.timeout, Duration::from_millis(300));
+    assert_eq!(settings.missing_ttl, Duration::from_secs(5));
+    assert_eq!(settings.cache_capacity, 1000);
+    assert_eq!(settings.failing_mirror_skip, Duration::from_secs(20));
+    assert_eq!(settings.connect_timeout, Duration::from_millis(150));
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let defaults = Config::parse("config.toml", &verified).unwrap();
+    assert_eq!(defaults.check_settings, CheckSettings::default());
+}
+
+#[test]
+fn blob_checks_errors_point_at_key() {
+    let text = format!("{VALID}[blob_checks]\ntimeout_ms = 0\nretries = 3\n");
+    assert_eq!(
+        errors_of(&text),
+        [
+            "19:1: blob_checks.retries: unknown field `retries`, expected one of \
+          `cache_capacity`, `missing_ttl_seconds`, `timeout_ms`, `failing_mirror_skip_seconds`, \
+          `connect_timeout_ms`"
+        ]
+    );
+    let text = format!("{VALID}[blob_checks]\ntimeout_ms = 0\n");
+    assert_eq!(
+        errors_of(&text),
+        [
+            "18:14: blob_checks.timeout_ms: 0 is not allowed (expected at least 1: the \
+          milliseconds a HEAD check may take)"
+        ]
+    );
+}
+
+#[test]
+fn unused_blob_checks_warn() {
+    let text = format!("{VALID}[blob_checks]\ntimeout_ms = 300\n");
+    let config = Config::parse("config.toml", &text).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "config.toml:17:2: warning: blob_checks: no upstream has verify_blobs = true or a \
+          health_check, so these settings have no effect"
+        ]
     );
 }
