@@ -21,7 +21,7 @@ use registry_redirect_cli::fetch::{
 use registry_redirect_cli::logging::{self, LogFilterError};
 use registry_redirect_cli::serve::{self, ServeError, ShutdownSignals};
 use registry_redirect_cli::summary::Summary;
-use registry_redirect_tower::RegistryRedirectLayer;
+use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer};
 
 /// Redirects OCI registry pulls (/v2/...) to the registry that a policy
 /// picks for each client and repository.
@@ -351,10 +351,18 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             "registry-redirect started"
         );
 
-        let layer =
-            RegistryRedirectLayer::new(config.policy).log_client_address(args.log_client_addresses);
+        let checks = serve::start_checks(&config.policy, config.check_settings.clone())?;
+        let mut layer = RegistryRedirectLayer::with_handle(PolicyHandle::new(config.policy))
+            .log_client_address(args.log_client_addresses);
+        if let Some(checks) = &checks {
+            layer = layer.with_checks(checks.clone());
+        }
         let timeout = Duration::from_secs(args.shutdown_timeout);
-        serve::run(listener, serve::router(layer), signals, timeout).await?;
+        let result = serve::run(listener, serve::router(layer), signals, timeout).await;
+        if let Some(checks) = &checks {
+            checks.health().stop();
+        }
+        result?;
         Ok(())
     })
 }

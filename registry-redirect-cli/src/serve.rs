@@ -2,6 +2,10 @@
 //! request under `/v2`. The server itself responds to `GET /` with a line
 //! that names the program, and to every other path with 404.
 //!
+//! When the policy has an upstream with `verify_blobs` or a `health_check`,
+//! [`start_checks`] creates the tower crate's [`Checks`] and starts the
+//! health probes, so that the layer checks candidates before redirecting.
+//!
 //! SIGINT and SIGTERM stop the server gracefully: it stops accepting
 //! connections, finishes the requests in flight, and exits. Requests still
 //! running after the shutdown timeout are dropped.
@@ -40,7 +44,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use registry_redirect_tower::RegistryRedirectLayer;
+use registry_redirect_core::Policy;
+use registry_redirect_tower::client::ClientError;
+use registry_redirect_tower::health::{probe_targets, HealthError};
+use registry_redirect_tower::{CheckSettings, Checks, RegistryRedirectLayer};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Notify;
@@ -81,9 +88,69 @@ pub enum ServeError {
         /// The error from the operating system.
         source: io::Error,
     },
+    /// The HTTP client of blob checks and health probes could not be built.
+    #[error("failed to create the HTTP client for blob checks and health probes: {0}")]
+    CheckClient(ClientError),
+    /// The health probes could not start.
+    #[error("failed to start the health probes: {0}")]
+    HealthProbes(HealthError),
     /// The server failed while running.
     #[error("server failed: {0}")]
     Serve(io::Error),
+}
+
+/// Returns whether any upstream of `policy` needs runtime checks: blob
+/// checks (`verify_blobs`) or health probes (`health_check`).
+pub fn needs_checks(policy: &Policy) -> bool {
+    policy
+        .upstreams()
+        .iter()
+        .any(|upstream| upstream.verify_blobs() || upstream.health_check().is_some())
+}
+
+/// Creates the blob checks and starts the health probes of `policy`, or
+/// returns `None` when no upstream needs them. Logs, at INFO, which
+/// upstreams are verified and which mirrors are probed. Needs a Tokio
+/// runtime, which runs the probes until [`Checks::health`]'s `stop` or the
+/// runtime's end.
+pub fn start_checks(
+    policy: &Policy,
+    settings: CheckSettings,
+) -> Result<Option<Checks>, ServeError> {
+    if !needs_checks(policy) {
+        return Ok(None);
+    }
+    let checks = Checks::new(settings.clone()).map_err(ServeError::CheckClient)?;
+    checks
+        .health()
+        .start(policy)
+        .map_err(ServeError::HealthProbes)?;
+
+    for upstream in policy
+        .upstreams()
+        .iter()
+        .filter(|upstream| upstream.verify_blobs())
+    {
+        tracing::info!(
+            upstream = upstream.name(),
+            regional_mirrors = upstream.regions().count(),
+            timeout_ms = settings.timeout.as_millis(),
+            cache_capacity = settings.cache_capacity,
+            missing_ttl_secs = settings.missing_ttl.as_secs(),
+            "checking that blobs exist before redirecting to this upstream"
+        );
+    }
+    for target in probe_targets(policy) {
+        tracing::info!(
+            upstream = %target.upstream,
+            region = target.region.as_deref().unwrap_or("-"),
+            url = %target.url,
+            interval_secs = target.interval.as_secs(),
+            unhealthy_after = target.unhealthy_after,
+            "probing mirror health"
+        );
+    }
+    Ok(Some(checks))
 }
 
 /// The signals that stop the server, installed before it starts so that a
@@ -208,6 +275,33 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn checks_start_only_when_needed() {
+        let config = Config::builtin().unwrap();
+        assert!(!needs_checks(&config.policy));
+        let checks = start_checks(&config.policy, CheckSettings::default()).unwrap();
+        assert!(checks.is_none());
+
+        // The probe targets a closed loopback port, and is stopped at once.
+        let text = "default_upstream = \"k8s\"\n\
+                    [upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n\
+                    [upstreams.mirror]\nurl = \"http://127.0.0.1:9\"\n\
+                    health_check = { interval_seconds = 60 }\n";
+        let config = Config::parse("config.toml", text).unwrap();
+        assert!(needs_checks(&config.policy));
+        let checks = start_checks(&config.policy, CheckSettings::default())
+            .unwrap()
+            .expect("the mirror has a health check");
+        let probed: Vec<String> = checks
+            .health()
+            .snapshot()
+            .into_iter()
+            .map(|health| health.target.url)
+            .collect();
+        assert_eq!(probed, ["http://127.0.0.1:9/v2/"]);
+        checks.health().stop();
     }
 
     #[tokio::test]

@@ -1,7 +1,10 @@
 //! `serve` as a child process, spoken to over loopback with raw HTTP/1.1:
 //! redirects, the API version check, rejections, HEAD, a clean exit on
-//! SIGTERM, and requests in flight at SIGTERM. No request leaves this
-//! machine: only `Location` headers name other hosts.
+//! SIGTERM, requests in flight at SIGTERM, and blob checks against a mirror
+//! on loopback. No request leaves this machine: only `Location` headers
+//! name other hosts.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -399,13 +402,27 @@ fn serve_startup_errors_exit_nonzero() {
     let invalid = dir.join("invalid.toml");
     std::fs::write(&invalid, "default_upstream = \"nowhere\"\n").unwrap();
     let invalid = invalid.to_str().unwrap().to_owned();
+    let missing_ranges = dir.join("missing-ranges.toml");
+    std::fs::write(
+        &missing_ranges,
+        "default_upstream = \"k8s\"\n\
+         [upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n\
+         [[client_ranges]]\nformat = \"aws\"\npath = \"aws-ip-ranges.json\"\n",
+    )
+    .unwrap();
+    let missing_ranges = missing_ranges.to_str().unwrap().to_owned();
 
     // (arguments after `serve --listen 127.0.0.1:0`, exit status, text on stderr)
-    let cases: [(&[&str], i32, &str); 3] = [
+    let cases: [(&[&str], i32, &str); 4] = [
         (
             &["--config", &invalid],
             1,
             "default_upstream \"nowhere\" is not defined",
+        ),
+        (
+            &["--config", &missing_ranges],
+            1,
+            ":6:8: client_ranges[0].path: failed to read range file aws-ip-ranges.json",
         ),
         (
             &["--config", "/nonexistent/config.toml"],
@@ -428,4 +445,79 @@ fn serve_startup_errors_exit_nonzero() {
         assert!(output.stdout.is_empty(), "{args:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_checks_blobs_on_verified_mirror() {
+    let present = format!("sha256:{}", "a".repeat(64));
+    let absent = format!("sha256:{}", "b".repeat(64));
+    let mirror = common::TestServer::start(&[(
+        format!("HEAD /blobs/{present}").as_str(),
+        common::Reply::Status(200),
+    )]);
+
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-serve-checks-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(dir.join("ranges")).unwrap();
+    // The server's clients connect from 127.0.0.1, which this range file
+    // labels as region "lab" of cloud "local".
+    std::fs::write(dir.join("ranges/lab.txt"), "127.0.0.0/8 local lab\n").unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_upstream = \"origin\"\n\
+             [[client_ranges]]\nformat = \"plain\"\npath = \"ranges/lab.txt\"\n\
+             [upstreams.origin]\nurl = \"http://127.0.0.1:9/origin\"\n\
+             [upstreams.lab-blobs]\nkind = \"blob_store\"\n\
+             region_urls = {{ lab = \"{}\" }}\nblob_path = \"/blobs/{{digest}}\"\n\
+             verify_blobs = true\n\
+             [[rules]]\nname = \"lab-blobs\"\nclouds = [\"local\"]\nupstream = \"lab-blobs\"\n\
+             [blob_checks]\ntimeout_ms = 5000\n",
+            mirror.url("")
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let found = send(server.addr, "GET", &format!("/v2/pause/blobs/{present}"));
+    assert_eq!(found.status, 307);
+    assert_eq!(
+        found.header("location"),
+        Some(mirror.url(&format!("/blobs/{present}")).as_str())
+    );
+
+    let missing = send(server.addr, "GET", &format!("/v2/pause/blobs/{absent}"));
+    assert_eq!(missing.status, 307);
+    assert_eq!(
+        missing.header("location"),
+        Some(format!("http://127.0.0.1:9/origin/v2/pause/blobs/{absent}").as_str())
+    );
+
+    // A found blob is cached: asking again sends no second HEAD.
+    let again = send(server.addr, "GET", &format!("/v2/pause/blobs/{present}"));
+    assert_eq!(again.header("location"), found.header("location"));
+    assert_eq!(
+        mirror.requests(),
+        [
+            format!("HEAD /blobs/{present}"),
+            format!("HEAD /blobs/{absent}")
+        ]
+    );
+
+    // Manifests are not blobs, so the blob store's rule does not match.
+    let manifest = send(server.addr, "GET", "/v2/pause/manifests/3.10");
+    assert_eq!(
+        manifest.header("location"),
+        Some("http://127.0.0.1:9/origin/v2/pause/manifests/3.10")
+    );
+
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
 }
