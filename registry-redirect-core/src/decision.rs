@@ -181,6 +181,11 @@ pub enum Outcome<'p> {
         location: String,
         /// The upstream and rule that chose it.
         route: Route<'p>,
+        /// The upstream that `location` points to: the route's upstream, or
+        /// the default upstream when the route's has no mirror for the client.
+        target: &'p Upstream,
+        /// The region of the mirror that `location` points to, if regional.
+        region: Option<&'p str>,
     },
     /// Redirect to the first candidate that passes the server's checks (the
     /// blob exists there, the upstream is healthy). The last candidate is the
@@ -244,6 +249,18 @@ impl<'p> Decision<'p> {
         }
     }
 
+    /// Returns the upstream that the redirect points to, with the region of
+    /// its mirror: for candidates, the first one.
+    pub fn target(&self) -> Option<(&'p Upstream, Option<&'p str>)> {
+        match &self.outcome {
+            Outcome::Redirect { target, region, .. } => Some((*target, *region)),
+            Outcome::Candidates { candidates, .. } => candidates
+                .first()
+                .map(|candidate| (candidate.upstream, candidate.region)),
+            _ => None,
+        }
+    }
+
     /// Returns the candidates a server checks in order, for a decision with several.
     pub fn candidates(&self) -> &[Candidate<'p>] {
         match &self.outcome {
@@ -297,6 +314,18 @@ impl fmt::Display for Decision<'_> {
             }
             if route.canary {
                 writeln!(f, "canary: yes, the client is in the rule's canary share")?;
+            }
+            if let Outcome::Redirect { target, region, .. } = &self.outcome {
+                if !std::ptr::eq(*target, route.upstream) {
+                    writeln!(
+                        f,
+                        "redirected to: upstream {}, because {} has no mirror for this client",
+                        target.name(),
+                        route.upstream.name()
+                    )?;
+                } else if let Some(region) = region {
+                    writeln!(f, "mirror region: {region}")?;
+                }
             }
         }
         for (position, candidate) in self.candidates().iter().enumerate() {
@@ -434,43 +463,47 @@ fn redirect_outcome<'p>(
     let region = label.and_then(ClientLabel::region);
     let is_blob = kind == RequestKind::Blob;
     let default = policy.default_upstream();
-    let mut first: Option<(&'p Upstream, &'p str)> = None;
+    let mut first: Option<(&'p Upstream, &'p str, Option<&'p str>)> = None;
     let mut needs_checks = false;
     let visit_all = |visit: &mut dyn FnMut(&'p Upstream, &'p str, Option<&'p str>)| {
         route
             .upstream
             .for_each_base(region, |base, region| visit(route.upstream, base, region));
         if !std::ptr::eq(route.upstream, default) {
-            default.for_each_base(None, |base, region| visit(default, base, region));
+            default.for_each_base(region, |base, region| visit(default, base, region));
         }
     };
 
     // First pass, without allocating: the first candidate, and whether any
     // candidate before the default needs a runtime check.
-    visit_all(&mut |upstream, base, _| {
+    visit_all(&mut |upstream, base, region| {
         if first.is_none() {
-            first = Some((upstream, base));
+            first = Some((upstream, base, region));
         }
         if !std::ptr::eq(upstream, default) && upstream.needs_runtime_check(is_blob) {
             needs_checks = true;
         }
     });
     let status = policy.redirect_status();
-    let Some((upstream, base)) = first else {
+    let Some((target, base, region)) = first else {
         // The default upstream always has a base, so this is not expected.
         let location = default.location(default.base().unwrap_or_default(), path, query);
         return Outcome::Redirect {
             status,
             location,
             route,
+            target: default,
+            region: None,
         };
     };
     if !needs_checks {
-        let location = upstream.location(base, path, query);
+        let location = target.location(base, path, query);
         return Outcome::Redirect {
             status,
             location,
             route,
+            target,
+            region,
         };
     }
 
@@ -1216,6 +1249,33 @@ mod tests {
         assert_eq!(
             response.headers()["location"],
             format!("https://registry.example/v2/pause/blobs/{DIGEST}").as_str()
+        );
+    }
+
+    #[test]
+    fn redirect_names_its_target_upstream() {
+        let policy = regional_policy();
+        let decision = Request::get("/v2/pause/manifests/3.10")
+            .peer("192.0.2.77")
+            .decide(&policy);
+        let (target, region) = decision.target().unwrap();
+        assert_eq!(target.name(), "gcp");
+        assert_eq!(region, Some("europe-west4"));
+        assert!(decision.to_string().contains("mirror region: europe-west4"));
+
+        // aws ap-south-1 has no bucket and no fallback: the default serves it.
+        let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+            .peer("198.51.102.9")
+            .decide(&policy);
+        let (target, region) = decision.target().unwrap();
+        assert_eq!(target.name(), "registry");
+        assert_eq!(region, None);
+        let text = decision.to_string();
+        assert!(
+            text.contains(
+                "redirected to: upstream registry, because buckets has no mirror for this client"
+            ),
+            "{text}"
         );
     }
 }

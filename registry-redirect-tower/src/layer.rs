@@ -258,9 +258,14 @@ fn log_decision<B>(
         .and_then(|route| route.rule)
         .map_or("", |rule| rule.name());
     let chosen = selection.and_then(|selection| decision.candidates().get(selection.chosen));
+    // The upstream the client is sent to, which can differ from the
+    // route's when that one has no mirror for the client.
     let upstream = match chosen {
         Some(candidate) => candidate.upstream.name(),
-        None => route.map_or("", |route| route.upstream.name()),
+        None => match decision.target() {
+            Some((target, _)) => target.name(),
+            None => route.map_or("", |route| route.upstream.name()),
+        },
     };
     let checks = selection.map(tracing::field::display);
 

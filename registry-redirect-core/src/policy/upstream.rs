@@ -109,21 +109,27 @@ impl Upstream {
     }
 
     /// Calls `visit` with each base for a client in `region`, in order: the
-    /// region's own mirror, the mirrors of its fallback regions, then the
+    /// region's own mirror, the mirrors of its fallback regions (then of the
+    /// `*` fallbacks, which also serve clients without a region), then the
     /// region-less base.
     pub(crate) fn for_each_base<'p>(
         &'p self,
         region: Option<&str>,
         mut visit: impl FnMut(&'p str, Option<&'p str>),
     ) {
-        if let Some(region) = region {
-            let specific = self.fallbacks.get(region).into_iter().flatten();
-            let any = self.fallbacks.get("*").into_iter().flatten();
-            let chain = std::iter::once(region).chain(specific.chain(any).map(String::as_str));
-            for candidate in chain {
-                if let Some((name, base)) = self.regional.get_key_value(candidate) {
-                    visit(base, Some(name));
-                }
+        // A client without a region (a range labelled global, or no label)
+        // still gets the `*` fallbacks.
+        let specific = region
+            .and_then(|region| self.fallbacks.get(region))
+            .into_iter()
+            .flatten();
+        let any = self.fallbacks.get("*").into_iter().flatten();
+        let chain = region
+            .into_iter()
+            .chain(specific.chain(any).map(String::as_str));
+        for candidate in chain {
+            if let Some((name, base)) = self.regional.get_key_value(candidate) {
+                visit(base, Some(name));
             }
         }
         if let Some(base) = &self.base {
@@ -625,7 +631,8 @@ mod tests {
                 "https://m-us-east-1.example/v2/"
             ]
         );
-        assert!(bases(&upstream, None).is_empty());
+        // A client without a region gets the `*` fallbacks.
+        assert_eq!(bases(&upstream, None), ["https://m-us-east-1.example/v2/"]);
     }
 
     #[test]
