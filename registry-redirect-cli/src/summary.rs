@@ -80,7 +80,11 @@ impl fmt::Display for Summary<'_> {
             writeln!(f, "none (forwarding headers are ignored)")?;
         } else {
             write_list(f, proxies.iter())?;
-            writeln!(f)?;
+            writeln!(
+                f,
+                " (header {})",
+                policy.trusted_proxies().header().as_str()
+            )?;
         }
 
         write_client_ranges(f, &self.config.client_ranges)
@@ -304,7 +308,8 @@ mod tests {
         assert_eq!(lines[6], "  rules[2] r0 -> a: every request");
         assert_eq!(lines[4 + MAX_RULES_SHOWN], "  ... and 4 more rules");
         assert!(summary.ends_with(
-            "default upstream: a\nredirect status: 302\ntrusted proxies: 10.0.0.1/32\n"
+            "default upstream: a\nredirect status: 302\n\
+             trusted proxies: 10.0.0.1/32 (header x-forwarded-for)\n"
         ));
     }
 

@@ -1,22 +1,28 @@
 //! The client address: the peer, or the address that trusted proxies report.
 //!
 //! Forwarding headers are believed only when the peer itself is a trusted
-//! proxy; anyone else could write them. From a trusted peer, the chain of
-//! addresses in the header is read from the right (the hop nearest to us)
-//! and the first address that is not a trusted proxy is the client. Headers
-//! are tried in this order, and the first one present is used:
+//! proxy, because anyone else could write them. Even then, only the one
+//! header that the proxies are configured to write is read
+//! ([`ForwardedHeader`], `X-Forwarded-For` by default). A proxy passes on
+//! headers it does not write itself, so reading any other header would let a
+//! client choose its own address.
 //!
-//! 1. `Forwarded` (RFC 7239): the `for=` parameter of each element; quoted
-//!    IPv6 addresses in brackets and ports are accepted;
-//! 2. `X-Forwarded-For`: comma-separated addresses, optionally with ports;
-//! 3. `X-Real-IP`: a single address.
+//! - `X-Forwarded-For`: comma-separated addresses, optionally with ports,
+//!   over one or more header lines;
+//! - `Forwarded` (RFC 7239): the `for=` parameter of each element; quoted
+//!   IPv6 addresses in brackets and ports are accepted;
+//! - `X-Real-IP`: a single address, on a single header line.
+//!
+//! The chain of addresses is read from the right (the hop nearest to us),
+//! and the first address that is not a trusted proxy is the client.
 //!
 //! A malformed entry never fails a request: reading stops there, the nearest
 //! trusted hop seen so far is the client, and [`ClientAddress::note`] says
 //! which header was malformed. Entries that are not plain addresses count as
 //! malformed: `unknown` and obfuscated identifiers (`_hidden`) in `Forwarded`,
-//! IPv6 zone ids (`fe80::1%eth0`), and IPv4 forms other than four decimal
-//! octets (`127.1`, `0x7f.0.0.1`).
+//! IPv6 zone ids (`fe80::1%eth0`, `[fe80::1%2]:80`), and IPv4 forms other
+//! than four decimal octets (`127.1`, `0x7f.0.0.1`). So are several
+//! `X-Real-IP` lines, since a proxy writes one.
 //!
 //! ```
 //! use http::HeaderMap;
@@ -45,16 +51,52 @@ use ipnet::IpNet;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// The proxies whose forwarding headers are believed.
+/// The forwarding header that trusted proxies write, and the only one read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, written by most load balancers and proxies.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+    /// `X-Real-IP`, as nginx's `proxy_set_header X-Real-IP $remote_addr` writes it.
+    XRealIp,
+}
+
+impl ForwardedHeader {
+    /// Returns the header name in lowercase, as configuration files write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XRealIp => "x-real-ip",
+        }
+    }
+}
+
+/// The proxies whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     networks: Vec<IpNet>,
+    header: ForwardedHeader,
 }
 
 impl TrustedProxies {
-    /// Trusts the peers inside any of `networks`.
+    /// Trusts the `X-Forwarded-For` header from peers inside any of `networks`.
     pub fn new(networks: Vec<IpNet>) -> Self {
-        TrustedProxies { networks }
+        Self::with_header(networks, ForwardedHeader::XForwardedFor)
+    }
+
+    /// Trusts `header` from peers inside any of `networks`.
+    pub fn with_header(networks: Vec<IpNet>, header: ForwardedHeader) -> Self {
+        TrustedProxies { networks, header }
+    }
+
+    /// Returns the header that is read.
+    pub fn header(&self) -> ForwardedHeader {
+        self.header
     }
 
     /// Trusts no one: the peer address is always the client address.
@@ -175,26 +217,35 @@ pub fn resolve_client(
         return ClientAddress::new(peer, ClientSource::Peer);
     }
 
-    if headers.contains_key(FORWARDED) {
-        return walk_forwarded(peer, headers, trusted);
-    }
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        let entries = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .rev()
-            .flat_map(|value| {
-                // A value that is not visible ASCII counts as one malformed entry.
-                let text = value.to_str().ok();
-                let malformed = text.is_none().then_some(None);
-                let entries = text.into_iter().flat_map(|text| text.rsplit(','));
-                entries.map(parse_node).chain(malformed)
-            });
-        return walk_chain(peer, entries, trusted, ClientSource::XForwardedFor);
-    }
-    if let Some(value) = headers.get(&X_REAL_IP) {
-        let entry = value.to_str().ok().and_then(parse_node);
-        return walk_chain(peer, std::iter::once(entry), trusted, ClientSource::XRealIp);
+    match trusted.header {
+        ForwardedHeader::Forwarded if headers.contains_key(FORWARDED) => {
+            return walk_forwarded(peer, headers, trusted);
+        }
+        ForwardedHeader::XForwardedFor if headers.contains_key(&X_FORWARDED_FOR) => {
+            let entries = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .rev()
+                .flat_map(|value| {
+                    // A value that is not visible ASCII counts as one malformed entry.
+                    let text = value.to_str().ok();
+                    let malformed = text.is_none().then_some(None);
+                    let entries = text.into_iter().flat_map(|text| text.rsplit(','));
+                    entries.map(parse_node).chain(malformed)
+                });
+            return walk_chain(peer, entries, trusted, ClientSource::XForwardedFor);
+        }
+        ForwardedHeader::XRealIp if headers.contains_key(&X_REAL_IP) => {
+            // A proxy writes one line; several mean a client added its own.
+            let mut lines = headers.get_all(&X_REAL_IP).iter();
+            let first = lines.next().and_then(|value| value.to_str().ok());
+            let entry = match lines.next() {
+                Some(_) => None,
+                None => first.and_then(parse_node),
+            };
+            return walk_chain(peer, std::iter::once(entry), trusted, ClientSource::XRealIp);
+        }
+        _ => {}
     }
     ClientAddress::new(peer, ClientSource::Peer)
 }
@@ -304,6 +355,11 @@ fn take_forwarded_value(text: &str) -> Option<(&str, &str)> {
 /// `[2001:db8::1]:80`) or in brackets (`[2001:db8::1]`).
 fn parse_node(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim_matches([' ', '\t']);
+    // `SocketAddr` accepts a numeric zone id (`[fe80::1%2]:80`); a zone is
+    // meaningful only on the proxy's own link, so it is malformed here.
+    if entry.contains('%') {
+        return None;
+    }
     if let Ok(addr) = entry.parse::<IpAddr>() {
         return Some(addr);
     }
@@ -351,6 +407,15 @@ mod tests {
 
     fn resolve(peer: &str, pairs: &[(&'static str, &str)]) -> ClientAddress {
         resolve_client(Some(ip(peer)), &headers(pairs), &trusted())
+    }
+
+    fn resolve_with(
+        header: ForwardedHeader,
+        peer: &str,
+        pairs: &[(&'static str, &str)],
+    ) -> ClientAddress {
+        let trusted = TrustedProxies::with_header(trusted().networks().to_vec(), header);
+        resolve_client(Some(ip(peer)), &headers(pairs), &trusted)
     }
 
     #[test]
@@ -496,7 +561,8 @@ mod tests {
 
     #[test]
     fn forwarded_header() {
-        let client = resolve(
+        let client = resolve_with(
+            ForwardedHeader::Forwarded,
             "10.0.0.1",
             &[(
                 "forwarded",
@@ -509,7 +575,8 @@ mod tests {
 
     #[test]
     fn forwarded_skips_trusted_and_is_case_insensitive() {
-        let client = resolve(
+        let client = resolve_with(
+            ForwardedHeader::Forwarded,
             "10.0.0.1",
             &[("forwarded", "For=192.0.2.60, for=10.1.1.1;proto=https")],
         );
@@ -517,21 +584,74 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_takes_precedence_over_x_forwarded_for() {
-        let client = resolve(
+    fn only_configured_header_is_read() {
+        let pairs = [
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=192.0.2.60"),
+            ("x-real-ip", "198.51.100.3"),
+        ];
+        for (header, expected, source) in [
+            (
+                ForwardedHeader::XForwardedFor,
+                "203.0.113.9",
+                ClientSource::XForwardedFor,
+            ),
+            (
+                ForwardedHeader::Forwarded,
+                "192.0.2.60",
+                ClientSource::Forwarded,
+            ),
+            (
+                ForwardedHeader::XRealIp,
+                "198.51.100.3",
+                ClientSource::XRealIp,
+            ),
+        ] {
+            let client = resolve_with(header, "10.0.0.1", &pairs);
+            assert_eq!(client.addr, Some(ip(expected)), "{header:?}");
+            assert_eq!(client.source, source, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn unconfigured_header_is_ignored() {
+        // A proxy that writes X-Forwarded-For passes a client's own
+        // Forwarded header on untouched, so that header must not count.
+        let client = resolve("10.0.0.1", &[("forwarded", "for=192.0.2.60")]);
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert_eq!(client.source, ClientSource::Peer);
+    }
+
+    #[test]
+    fn repeated_x_real_ip_is_malformed() {
+        let client = resolve_with(
+            ForwardedHeader::XRealIp,
             "10.0.0.1",
-            &[
-                ("x-forwarded-for", "203.0.113.9"),
-                ("forwarded", "for=192.0.2.60"),
-            ],
+            &[("x-real-ip", "203.0.113.7"), ("x-real-ip", "198.51.100.1")],
         );
-        assert_eq!(client.addr, Some(ip("192.0.2.60")));
-        assert_eq!(client.source, ClientSource::Forwarded);
+        assert_eq!(client.addr, Some(ip("10.0.0.1")));
+        assert_eq!(
+            client.note,
+            Some(ClientNote::MalformedHeader(ClientSource::XRealIp))
+        );
+    }
+
+    #[test]
+    fn numeric_zone_id_is_malformed() {
+        for value in ["[fe80::1%2]:80", "fe80::1%2", "[fe80::1%25eth0]"] {
+            let client = resolve("10.0.0.1", &[("x-forwarded-for", value)]);
+            assert_eq!(client.addr, Some(ip("10.0.0.1")), "{value}");
+            assert!(client.note.is_some(), "{value}");
+        }
     }
 
     #[test]
     fn forwarded_quoted_comma_in_other_parameter() {
-        let client = resolve("10.0.0.1", &[("forwarded", "for=192.0.2.60;ext=\"a,b\"")]);
+        let client = resolve_with(
+            ForwardedHeader::Forwarded,
+            "10.0.0.1",
+            &[("forwarded", "for=192.0.2.60;ext=\"a,b\"")],
+        );
         assert_eq!(client.addr, Some(ip("192.0.2.60")));
     }
 
@@ -545,7 +665,11 @@ mod tests {
             "garbage",
             "for=\"a\\\"b\"",
         ] {
-            let client = resolve("10.0.0.1", &[("forwarded", value)]);
+            let client = resolve_with(
+                ForwardedHeader::Forwarded,
+                "10.0.0.1",
+                &[("forwarded", value)],
+            );
             assert_eq!(client.addr, Some(ip("10.0.0.1")), "{value:?}");
             assert_eq!(
                 client.note,
@@ -557,11 +681,19 @@ mod tests {
 
     #[test]
     fn x_real_ip() {
-        let client = resolve("10.0.0.1", &[("x-real-ip", "203.0.113.7")]);
+        let client = resolve_with(
+            ForwardedHeader::XRealIp,
+            "10.0.0.1",
+            &[("x-real-ip", "203.0.113.7")],
+        );
         assert_eq!(client.addr, Some(ip("203.0.113.7")));
         assert_eq!(client.source, ClientSource::XRealIp);
 
-        let client = resolve("10.0.0.1", &[("x-real-ip", "not-an-ip")]);
+        let client = resolve_with(
+            ForwardedHeader::XRealIp,
+            "10.0.0.1",
+            &[("x-real-ip", "not-an-ip")],
+        );
         assert_eq!(client.addr, Some(ip("10.0.0.1")));
         assert_eq!(
             client.note,
@@ -571,7 +703,7 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_peer_is_trusted_as_ipv4() {
-        let client = resolve("::ffff:10.0.0.1", &[("x-real-ip", "203.0.113.7")]);
+        let client = resolve("::ffff:10.0.0.1", &[("x-forwarded-for", "203.0.113.7")]);
         assert_eq!(client.addr, Some(ip("203.0.113.7")));
         let client = resolve("::ffff:198.51.100.1", &[]);
         assert_eq!(client.addr, Some(ip("198.51.100.1")));

@@ -58,7 +58,7 @@ pub mod response;
 #[cfg(feature = "cloud-ranges")]
 pub mod sources;
 
-pub use client::{ClientAddress, ClientSource, TrustedProxies};
+pub use client::{ClientAddress, ClientSource, ForwardedHeader, TrustedProxies};
 pub use decision::{decide, Decision, ErrorCode, Outcome, Rejection, RequestView, Route};
 pub use path::{RegistryPath, RequestKind};
 pub use policy::{

@@ -18,8 +18,8 @@ use super::ranges::{LoadedLabels, RangeFileSpec};
 use crate::fetch::{check_url, FetchSource};
 
 /// The top-level keys a configuration file may have.
-const TOP_LEVEL_KEYS: &str = "listen, redirect_status, trusted_proxies, default_upstream, \
-     upstreams, rules, client_ranges, blob_checks, ranges_fetch";
+const TOP_LEVEL_KEYS: &str = "listen, redirect_status, trusted_proxies, forwarded_header, \
+     default_upstream, upstreams, rules, client_ranges, blob_checks, ranges_fetch";
 
 /// The values read from a document before the policy is compiled.
 pub(crate) struct Parts {
@@ -179,6 +179,11 @@ impl<'a> Reader<'a> {
                 "redirect_status" => spec.redirect_status = self.read(path, value),
                 "trusted_proxies" => {
                     spec.trusted_proxies = self.read(path, value).unwrap_or_default();
+                }
+                "forwarded_header" => {
+                    if let Some(header) = self.read(path, value) {
+                        spec.forwarded_header = header;
+                    }
                 }
                 "default_upstream" => default_upstream = self.read::<String>(path, value),
                 "upstreams" => self.read_upstreams(path, value, &mut spec),

@@ -56,8 +56,8 @@ mod upstream;
 
 pub use rule::{ClientLabel, Rule};
 pub use spec::{
-    ApiVersionCheck, CanarySpec, FieldPath, FieldSegment, HealthCheckSpec, PolicyError,
-    PolicyErrorKind, PolicyErrors, PolicySpec, RuleSpec, UpstreamKind, UpstreamSpec,
+    ApiVersionCheck, CanarySpec, FieldPath, FieldSegment, ForwardedHeader, HealthCheckSpec,
+    PolicyError, PolicyErrorKind, PolicyErrors, PolicySpec, RuleSpec, UpstreamKind, UpstreamSpec,
     DEFAULT_REDIRECT_STATUS,
 };
 pub use upstream::{Upstream, DEFAULT_BLOB_PATH};
@@ -267,7 +267,7 @@ impl Policy {
 
         Ok(Policy {
             redirect_status,
-            trusted_proxies: TrustedProxies::new(trusted),
+            trusted_proxies: TrustedProxies::with_header(trusted, spec.forwarded_header),
             upstreams,
             default_upstream: default_upstream.unwrap_or(0),
             rules,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use crate::client::ForwardedHeader;
 use crate::path::RequestKind;
 
 /// The redirect status used when the policy names none.
@@ -17,9 +18,13 @@ pub struct PolicySpec {
     /// The status of redirects: 301, 302, 303, 307 or 308 (default 307).
     #[cfg_attr(feature = "serde", serde(default))]
     pub redirect_status: Option<u16>,
-    /// Networks (CIDR, or a single address) whose forwarding headers are believed.
+    /// Networks (CIDR, or a single address) whose forwarding header is believed.
     #[cfg_attr(feature = "serde", serde(default))]
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write, and the only one read:
+    /// `x-forwarded-for` (default), `forwarded` or `x-real-ip`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub forwarded_header: ForwardedHeader,
     /// The upstream that serves requests no rule matches.
     pub default_upstream: String,
     /// The upstreams, by name.
@@ -36,6 +41,7 @@ impl PolicySpec {
         PolicySpec {
             redirect_status: None,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             default_upstream: default_upstream.into(),
             upstreams: BTreeMap::new(),
             rules: Vec::new(),
