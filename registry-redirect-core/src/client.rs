@@ -213,15 +213,20 @@ pub fn resolve_client(
             note: None,
         };
     };
-    if trusted.is_empty() || !trusted.contains(peer) {
+    // The header check comes first because it is the cheaper one, and most
+    // requests carry no forwarding header.
+    let header = match trusted.header {
+        ForwardedHeader::XForwardedFor => &X_FORWARDED_FOR,
+        ForwardedHeader::Forwarded => &FORWARDED,
+        ForwardedHeader::XRealIp => &X_REAL_IP,
+    };
+    if trusted.is_empty() || !headers.contains_key(header) || !trusted.contains(peer) {
         return ClientAddress::new(peer, ClientSource::Peer);
     }
 
     match trusted.header {
-        ForwardedHeader::Forwarded if headers.contains_key(FORWARDED) => {
-            return walk_forwarded(peer, headers, trusted);
-        }
-        ForwardedHeader::XForwardedFor if headers.contains_key(&X_FORWARDED_FOR) => {
+        ForwardedHeader::Forwarded => walk_forwarded(peer, headers, trusted),
+        ForwardedHeader::XForwardedFor => {
             let entries = headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
@@ -233,9 +238,9 @@ pub fn resolve_client(
                     let entries = text.into_iter().flat_map(|text| text.rsplit(','));
                     entries.map(parse_node).chain(malformed)
                 });
-            return walk_chain(peer, entries, trusted, ClientSource::XForwardedFor);
+            walk_chain(peer, entries, trusted, ClientSource::XForwardedFor)
         }
-        ForwardedHeader::XRealIp if headers.contains_key(&X_REAL_IP) => {
+        ForwardedHeader::XRealIp => {
             // A proxy writes one line; several mean a client added its own.
             let mut lines = headers.get_all(&X_REAL_IP).iter();
             let first = lines.next().and_then(|value| value.to_str().ok());
@@ -243,11 +248,9 @@ pub fn resolve_client(
                 Some(_) => None,
                 None => first.and_then(parse_node),
             };
-            return walk_chain(peer, std::iter::once(entry), trusted, ClientSource::XRealIp);
+            walk_chain(peer, std::iter::once(entry), trusted, ClientSource::XRealIp)
         }
-        _ => {}
     }
-    ClientAddress::new(peer, ClientSource::Peer)
 }
 
 /// Reads a chain of addresses, nearest hop first, and picks the client.
@@ -276,25 +279,51 @@ where
 }
 
 fn walk_forwarded(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> ClientAddress {
-    let mut nodes: Vec<Option<IpAddr>> = Vec::new();
+    let mut hops = Hops::default();
     for value in headers.get_all(FORWARDED) {
         match value.to_str() {
-            Ok(text) => forwarded_for_nodes(text, &mut nodes),
-            Err(_) => nodes.push(None),
+            Ok(text) => forwarded_for_nodes(text, &mut hops),
+            Err(_) => hops.push(None),
         }
     }
-    walk_chain(
-        peer,
-        nodes.into_iter().rev(),
-        trusted,
-        ClientSource::Forwarded,
-    )
+    walk_chain(peer, hops.nearest_first(), trusted, ClientSource::Forwarded)
+}
+
+/// The number of `Forwarded` hops kept on the stack; longer chains spill to
+/// the heap.
+const INLINE_HOPS: usize = 16;
+
+/// The hops of a `Forwarded` header, in header order. `Forwarded` elements
+/// can hold quoted commas, so the header is parsed front to back and walked
+/// back to front; the usual short chains need no allocation.
+#[derive(Default)]
+struct Hops {
+    inline: [Option<IpAddr>; INLINE_HOPS],
+    len: usize,
+    spill: Vec<Option<IpAddr>>,
+}
+
+impl Hops {
+    fn push(&mut self, hop: Option<IpAddr>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = hop;
+                self.len += 1;
+            }
+            None => self.spill.push(hop),
+        }
+    }
+
+    fn nearest_first(&self) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+        let inline = self.inline[..self.len].iter().rev();
+        self.spill.iter().rev().chain(inline).copied()
+    }
 }
 
 /// Appends the `for=` node of each element of a `Forwarded` header value, in
 /// order; `None` for a node that is not an address, or an element without
 /// `for=` or that cannot be parsed.
-fn forwarded_for_nodes(text: &str, nodes: &mut Vec<Option<IpAddr>>) {
+fn forwarded_for_nodes(text: &str, nodes: &mut Hops) {
     let mut element_for: Option<Option<IpAddr>> = None;
     let mut rest = text;
     loop {

@@ -368,7 +368,8 @@ impl fmt::Display for Decision<'_> {
 /// [`Outcome`]: invalid input is a rejection, not an error.
 pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p> {
     let client = resolve_client(request.peer, request.headers, policy.trusted_proxies());
-    let (client_rules, label) = policy.classify_client(client.addr);
+    let classification = policy.classify_client(client.addr);
+    let (client_rules, label) = (classification.rules, classification.label);
     let is_head = request.method == Method::HEAD;
     let decision = |kind, outcome| Decision {
         kind,
@@ -407,7 +408,14 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
         return decision(Some(kind), Outcome::AnswerApiVersion { route });
     }
 
-    let outcome = redirect_outcome(policy, route, label, &path, kind, request.query);
+    let outcome = redirect_outcome(
+        policy,
+        route,
+        classification.label_id,
+        &path,
+        kind,
+        request.query,
+    );
     decision(Some(kind), outcome)
 }
 
@@ -455,12 +463,11 @@ fn choose_route<'p>(
 fn redirect_outcome<'p>(
     policy: &'p Policy,
     route: Route<'p>,
-    label: Option<&'p ClientLabel>,
+    label: Option<u32>,
     path: &RegistryPath<'_>,
     kind: RequestKind,
     query: Option<&str>,
 ) -> Outcome<'p> {
-    let region = label.and_then(ClientLabel::region);
     let is_blob = kind == RequestKind::Blob;
     let default = policy.default_upstream();
     let mut first: Option<(&'p Upstream, &'p str, Option<&'p str>)> = None;
@@ -468,9 +475,9 @@ fn redirect_outcome<'p>(
     let visit_all = |visit: &mut dyn FnMut(&'p Upstream, &'p str, Option<&'p str>)| {
         route
             .upstream
-            .for_each_base(region, |base, region| visit(route.upstream, base, region));
+            .for_each_label_base(label, |base, region| visit(route.upstream, base, region));
         if !std::ptr::eq(route.upstream, default) {
-            default.for_each_base(region, |base, region| visit(default, base, region));
+            default.for_each_label_base(label, |base, region| visit(default, base, region));
         }
     };
 

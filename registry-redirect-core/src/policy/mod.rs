@@ -80,6 +80,16 @@ impl ClientLabel {
     }
 }
 
+/// What one lookup in the client table found for a client.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientClassification<'p> {
+    /// The rules whose networks contain the client, as a bit set.
+    pub(crate) rules: Option<&'p [u64]>,
+    /// The index of the client's label in the policy's labels.
+    pub(crate) label_id: Option<u32>,
+    pub(crate) label: Option<&'p ClientLabel>,
+}
+
 /// A checked policy, ready for [`crate::decide`].
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -255,6 +265,10 @@ impl Policy {
             return Err(PolicyErrors(errors));
         }
 
+        let label_regions: Vec<Option<&str>> = labels.iter().map(ClientLabel::region).collect();
+        for upstream in &mut upstreams {
+            upstream.compute_label_chains(&label_regions);
+        }
         let label_count = labels.len();
         for &(prefix, label) in prefixes {
             if (label as usize) < label_count {
@@ -337,16 +351,17 @@ impl Policy {
     }
 
     /// Finds, with one lookup, the rules whose networks contain the client
-    /// and the client's label.
-    pub(crate) fn classify_client(
-        &self,
-        client: Option<IpAddr>,
-    ) -> (Option<&[u64]>, Option<&ClientLabel>) {
+    /// and the client's label with its index.
+    pub(crate) fn classify_client(&self, client: Option<IpAddr>) -> ClientClassification<'_> {
         let Some(class) = client.and_then(|addr| self.client_table.lookup(addr)) else {
-            return (None, None);
+            return ClientClassification::default();
         };
-        let rules = self.rule_sets.get(class.rules as usize).map(|set| &set[..]);
-        (rules, self.labels.get(class.label as usize))
+        let label = self.labels.get(class.label as usize);
+        ClientClassification {
+            rules: self.rule_sets.get(class.rules as usize).map(|set| &set[..]),
+            label_id: label.map(|_| class.label),
+            label,
+        }
     }
 
     /// Finds the first rule matching a request.
@@ -726,15 +741,18 @@ mod tests {
         ];
         let policy = Policy::compile_with_labels(&spec, labels, &prefixes).unwrap();
 
-        let (rules, label) = policy.classify_client(Some("10.1.2.3".parse().unwrap()));
+        let found = policy.classify_client(Some("10.1.2.3".parse().unwrap()));
+        let (rules, label) = (found.rules, found.label);
         assert!(set_contains(rules.unwrap(), 0));
         assert_eq!(label.unwrap().region(), Some("lab-1"));
 
-        let (rules, label) = policy.classify_client(Some("10.2.2.3".parse().unwrap()));
+        let found = policy.classify_client(Some("10.2.2.3".parse().unwrap()));
+        let (rules, label) = (found.rules, found.label);
         assert!(set_contains(rules.unwrap(), 0));
         assert!(label.is_none(), "an out-of-range label index is ignored");
 
-        let (rules, label) = policy.classify_client(Some("11.0.0.1".parse().unwrap()));
+        let found = policy.classify_client(Some("11.0.0.1".parse().unwrap()));
+        let (rules, label) = (found.rules, found.label);
         assert!(rules.is_none());
         assert!(label.is_none());
     }
@@ -795,7 +813,8 @@ mod tests {
                 policy.client_label(*addr).and_then(ClientLabel::region) == Some("eu-west-1")
             })
             .expect("an eu-west-1 address");
-        let (rules, label) = policy.classify_client(Some(eu_west));
+        let found = policy.classify_client(Some(eu_west));
+        let (rules, label) = (found.rules, found.label);
         assert_eq!(label.unwrap().cloud(), Some("aws"));
         let rule = policy.match_rule(rules, label, RequestKind::Blob, Some("pause"), None);
         assert_eq!(rule.unwrap().name(), "aws");
@@ -813,7 +832,8 @@ mod tests {
                 policy.client_label(*addr).and_then(ClientLabel::region) == Some("europe-west4")
             })
             .expect("a europe-west4 address");
-        let (rules, label) = policy.classify_client(Some(europe_west4));
+        let found = policy.classify_client(Some(europe_west4));
+        let (rules, label) = (found.rules, found.label);
         let rule = policy.match_rule(rules, label, RequestKind::Manifest, Some("pause"), None);
         assert_eq!(rule.unwrap().name(), "gcp");
     }

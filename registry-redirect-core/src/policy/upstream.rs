@@ -31,6 +31,14 @@ pub struct Upstream {
     /// for every region the policy can meet.
     regional: BTreeMap<String, String>,
     fallbacks: BTreeMap<String, Vec<String>>,
+    /// `regional` as (region, base) pairs, for the chains below to index.
+    regional_entries: Vec<(String, String)>,
+    /// For each client label id, the indexes into `regional_entries` to try
+    /// in order, computed once when the policy is compiled, so a decision
+    /// makes no map lookup by region name.
+    label_chains: Vec<Box<[u32]>>,
+    /// The chain for clients without a label.
+    unlabelled_chain: Box<[u32]>,
     /// `path_prefix` with a trailing `/`, or empty.
     path_prefix: String,
     library_prefix: bool,
@@ -130,6 +138,54 @@ impl Upstream {
         for candidate in chain {
             if let Some((name, base)) = self.regional.get_key_value(candidate) {
                 visit(base, Some(name));
+            }
+        }
+        if let Some(base) = &self.base {
+            visit(base, None);
+        }
+    }
+
+    /// Computes the chain of regional bases for each client label, so that
+    /// [`Upstream::for_each_label_base`] needs no lookup by region name.
+    pub(crate) fn compute_label_chains(&mut self, label_regions: &[Option<&str>]) {
+        let chain_for = |region: Option<&str>| -> Box<[u32]> {
+            let mut chain = Vec::new();
+            self.for_each_base(region, |base, region| {
+                if region.is_some() {
+                    if let Some(index) = self
+                        .regional_entries
+                        .iter()
+                        .position(|(_, entry)| entry == base)
+                    {
+                        chain.push(index as u32);
+                    }
+                }
+            });
+            chain.into_boxed_slice()
+        };
+        let chains = label_regions
+            .iter()
+            .map(|region| chain_for(*region))
+            .collect();
+        let unlabelled = chain_for(None);
+        self.label_chains = chains;
+        self.unlabelled_chain = unlabelled;
+    }
+
+    /// Calls `visit` with each base for a client with label `label` (an
+    /// index into the policy's labels), in the order of
+    /// [`Upstream::for_each_base`].
+    pub(crate) fn for_each_label_base<'p>(
+        &'p self,
+        label: Option<u32>,
+        mut visit: impl FnMut(&'p str, Option<&'p str>),
+    ) {
+        let chain = label
+            .and_then(|label| self.label_chains.get(label as usize))
+            .unwrap_or(&self.unlabelled_chain);
+        for &index in chain.iter() {
+            if let Some((region, base)) = self.regional_entries.get(index as usize) {
+                visit(base, Some(region));
             }
         }
         if let Some(base) = &self.base {
@@ -367,8 +423,14 @@ pub(crate) fn compile_upstream(
         kind: spec.kind,
         url: spec.url.clone(),
         base,
+        regional_entries: regional
+            .iter()
+            .map(|(region, base)| (region.clone(), base.clone()))
+            .collect(),
         regional,
         fallbacks: spec.fallbacks.clone(),
+        label_chains: Vec::new(),
+        unlabelled_chain: Box::new([]),
         path_prefix,
         library_prefix: spec.library_prefix,
         api_version_check: spec.api_version_check,
@@ -430,7 +492,11 @@ fn compile_blob_path(
     let parts = path.split_once(DIGEST_PLACEHOLDER);
     match parts {
         Some((before, after))
-            if path.starts_with('/') && valid_chars && !after.contains(DIGEST_PLACEHOLDER) && !path.contains("//") =>
+            if path.starts_with('/')
+                && valid_chars
+                && !after.contains(DIGEST_PLACEHOLDER)
+                && !path.contains("//")
+                && !path.split('/').any(|segment| segment == "." || segment == "..") =>
         {
             let no_other_braces = !before.contains(['{', '}']) && !after.contains(['{', '}']);
             if no_other_braces {
@@ -440,7 +506,7 @@ fn compile_blob_path(
         }
         _ => errors.push(regional_error(
             "blob_path",
-            format!("\"{path}\" must start with '/', contain {{digest}} once, and use only URL path characters"),
+            format!("\"{path}\" must start with '/', contain {{digest}} once, have no empty, '.' or '..' segments, and use only URL path characters"),
         )),
     }
     (String::new(), String::new())
