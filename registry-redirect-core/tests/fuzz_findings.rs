@@ -1,16 +1,13 @@
-//! Regression tests for what the fuzz targets in `fuzz/` found. A test
-//! marked `#[ignore]` contains a case the source does not handle yet, and
-//! its reason says what is wrong.
+//! Regression tests for what the fuzz targets in `fuzz/` found.
 
 use registry_redirect_core::policy::UpstreamKind;
 use registry_redirect_core::{Policy, PolicySpec, RuleSpec, UpstreamSpec};
 
-/// Found by the `policy_toml` target: `compile_blob_path` allows `.` in a
-/// blob path and checks only for `//`, so `/x/../{digest}` compiles. Its `Location`
+/// Found by the `policy_toml` target: `compile_blob_path` allowed `.` in a
+/// blob path and checked only for `//`, so `/x/../{digest}` compiled. Its `Location`
 /// `https://blobs.example/x/../sha256:...` is a different path once a
 /// client resolves the dot segments, and `/{digest}/..` drops the digest.
 #[test]
-#[ignore = "Policy::compile accepts blob_path values with . and .. segments"]
 fn blob_path_with_dot_segments_is_rejected() {
     for blob_path in [
         "/x/../{digest}",
