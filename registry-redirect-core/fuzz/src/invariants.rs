@@ -227,4 +227,3 @@ pub fn check_policy_toml(text: &str) {
         }
     }
 }
-
