@@ -588,7 +588,8 @@ fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<&
             .find_map(|pair| pair.strip_prefix("ns="))
             .filter(|value| !value.is_empty())
     });
-    namespace.or_else(|| host.map(strip_port))
+    // containerd writes the port of a registry that has one (`ns=host:5000`).
+    namespace.or(host).map(strip_port)
 }
 
 fn strip_port(host: &str) -> &str {

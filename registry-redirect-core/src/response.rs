@@ -35,7 +35,9 @@
 //! assert!(response.body().starts_with(r#"{"errors":[{"code":"UNSUPPORTED""#));
 //! ```
 
-use http::header::{HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{
+    HeaderName, HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+};
 use http::{Response, StatusCode};
 
 use crate::decision::{Decision, Outcome, Rejection};
@@ -87,6 +89,9 @@ impl Decision<'_> {
             Outcome::AnswerApiVersion { .. } => {
                 let mut response = Response::new(body_unless_head("{}", is_head));
                 response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+                if is_head {
+                    set_head_length(&mut response, 2);
+                }
                 response
             }
             Outcome::Reject(rejection) => rejection_response(&rejection, is_head),
@@ -129,10 +134,35 @@ pub fn redirect_response(status: StatusCode, location: String, is_head: bool) ->
         }
     }
     headers.insert(CACHE_CONTROL, PRIVATE.clone());
-    if !is_head {
-        headers.insert(CONTENT_TYPE, HTML.clone());
+    headers.insert(CONTENT_TYPE, HTML.clone());
+    if is_head {
+        let length = redirect_html_len(status, response.headers()[LOCATION].as_bytes());
+        set_head_length(&mut response, length);
     }
     response
+}
+
+/// Sets the `Content-Length` of a `HEAD` response to the length of the body
+/// that `GET` would get, as RFC 9110 (section 9.3.2) asks; the response
+/// itself has no body.
+fn set_head_length(response: &mut Response<String>, length: usize) {
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+}
+
+/// Returns the length of [`redirect_html`]'s body without building it.
+fn redirect_html_len(status: StatusCode, location: &[u8]) -> usize {
+    let text = status.canonical_reason().unwrap_or("Redirect");
+    let escaped: usize = location
+        .iter()
+        .map(|byte| match byte {
+            b'&' | b'"' | b'\'' => 5,
+            b'<' | b'>' => 4,
+            _ => 1,
+        })
+        .sum();
+    "<a href=\"".len() + escaped + "\">".len() + text.len() + "</a>.\n".len()
 }
 
 const INVALID_LOCATION: Rejection = Rejection {
@@ -178,6 +208,10 @@ fn rejection_response(rejection: &Rejection, is_head: bool) -> Response<String> 
     headers.insert(CONTENT_TYPE, JSON.clone());
     if rejection.status == StatusCode::METHOD_NOT_ALLOWED {
         headers.insert(ALLOW, GET_HEAD.clone());
+    }
+    if is_head {
+        let length = oci_error_body(rejection.code.as_str(), rejection.message).len();
+        set_head_length(&mut response, length);
     }
     response
 }
@@ -259,7 +293,12 @@ mod tests {
         let response = respond(Method::HEAD, "/v2/a/manifests/1", None);
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
         assert!(response.body().is_empty());
-        assert!(response.headers().get(CONTENT_TYPE).is_none());
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let get = respond(Method::GET, "/v2/a/manifests/1", None);
+        assert_eq!(
+            response.headers()[CONTENT_LENGTH],
+            get.body().len().to_string().as_str()
+        );
         assert_eq!(
             response.headers()[LOCATION],
             "https://registry.k8s.io/v2/a/manifests/1"
