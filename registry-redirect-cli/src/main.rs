@@ -19,9 +19,9 @@ use registry_redirect_cli::fetch::{
     self, parse_source_arg, FetchOptions, FetchSource, SourceUrls, DEFAULT_MAX_DROP_PERCENT,
 };
 use registry_redirect_cli::logging::{self, LogFilterError};
-use registry_redirect_cli::serve::{self, ServeError, ShutdownSignals};
+use registry_redirect_cli::serve::{self, ConnectionSettings, ServeError, ShutdownSignals};
 use registry_redirect_cli::summary::Summary;
-use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer};
+use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
 
 /// Redirects OCI registry pulls (/v2/...) to the registry that a policy
 /// picks for each client and repository.
@@ -105,6 +105,17 @@ struct ServeArgs {
     /// before exiting anyway.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     shutdown_timeout: u64,
+    /// Threads that serve requests. With 1, the server runs on a
+    /// single-threaded runtime, with no handoffs between threads [default:
+    /// the CPUs this process may run on]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+    /// Seconds a client may take to send a request's headers, counted from
+    /// the connection's start or the previous response, before the
+    /// connection is closed. Idle keep-alive connections close after this
+    /// time too.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -318,10 +329,10 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     );
     let listen = args.listen.unwrap_or(config.listen);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?;
+    let runtime = build_runtime(args.workers).map_err(CliError::Runtime)?;
+    let settings = ConnectionSettings {
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+    };
     runtime.block_on(async {
         let signals = ShutdownSignals::install()?;
         let listener = serve::bind(listen).await?;
@@ -352,17 +363,40 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         );
 
         let checks = serve::start_checks(&config.policy, config.check_settings.clone())?;
+        // With the access log filtered out, the layer skips building its
+        // event altogether. The filter is fixed for the life of the process.
+        let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
         let mut layer = RegistryRedirectLayer::with_handle(PolicyHandle::new(config.policy))
+            .access_log(access_log)
             .log_client_address(args.log_client_addresses);
         if let Some(checks) = &checks {
             layer = layer.with_checks(checks.clone());
         }
         let timeout = Duration::from_secs(args.shutdown_timeout);
-        let result = serve::run(listener, serve::router(layer), signals, timeout).await;
+        serve::run(listener, serve::router(layer), signals, timeout, settings).await;
         if let Some(checks) = &checks {
             checks.health().stop();
         }
-        result?;
         Ok(())
     })
+}
+
+/// Builds the runtime of `serve`: a current-thread runtime for one worker,
+/// which needs no wakeups across threads, else a multi-thread runtime with
+/// `workers` threads. The default is `available_parallelism`, which on
+/// Linux counts the CPUs of the process's affinity mask and cgroup quota.
+fn build_runtime(workers: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match workers {
+        Some(workers) => usize::from(workers),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }

@@ -11,8 +11,8 @@
 //! running after the shutdown timeout are dropped.
 //!
 //! NOTE: a connection whose first bytes the server has not read when the
-//! signal arrives is closed without a response, because axum 0.8 cancels
-//! connections whose HTTP version hyper-util has not yet detected. The
+//! signal arrives is closed without a response, because hyper-util (0.1)
+//! cancels connections whose HTTP version it has not yet detected. The
 //! client sees a closed connection and may retry.
 //!
 //! ```
@@ -35,22 +35,28 @@
 //! # });
 //! ```
 
-use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::pin;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::{service_fn, Service as _};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use registry_redirect_core::Policy;
 use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
 use registry_redirect_tower::{CheckSettings, Checks, RegistryRedirectLayer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 /// The text of `GET /`.
 pub const ROOT_TEXT: &str = "registry-redirect: an OCI registry redirector. \
@@ -94,9 +100,6 @@ pub enum ServeError {
     /// The health probes could not start.
     #[error("failed to start the health probes: {0}")]
     HealthProbes(HealthError),
-    /// The server failed while running.
-    #[error("server failed: {0}")]
-    Serve(io::Error),
 }
 
 /// Returns whether any upstream of `policy` needs runtime checks: blob
@@ -192,47 +195,142 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// Settings of the connections that [`run`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// The maximum time a client may take to send a request's headers,
+    /// counted from when hyper (1.13) starts reading them: at the start of
+    /// the connection and after each response. A slower connection is
+    /// closed, so an idle keep-alive connection closes after this time too,
+    /// and clients that trickle headers cannot hold many connections open.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    /// A header read timeout of 30 seconds, the default of hyper 1.
+    fn default() -> Self {
+        ConnectionSettings {
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serves `app` on `listener` until a signal arrives, then waits up to
-/// `shutdown_timeout` for the requests in flight.
+/// `shutdown_timeout` for the requests in flight. A failed `accept` is
+/// logged and retried, so nothing stops the server but a signal.
+///
+/// Each connection is served by hyper-util's automatic HTTP/1.1 or HTTP/2
+/// (prior knowledge) connection on its own task, with `TCP_NODELAY` set, so
+/// that a redirect goes out at once rather than waiting for the client's
+/// delayed ACK. The request carries the peer address as axum's
+/// `ConnectInfo<SocketAddr>`, which the layer reads.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     signals: ShutdownSignals,
     shutdown_timeout: Duration,
-) -> Result<(), ServeError> {
-    let stopping = Arc::new(Notify::new());
-    let shutdown = {
-        let stopping = Arc::clone(&stopping);
-        async move {
-            let signal = signals.received().await;
-            tracing::info!(
-                signal,
-                timeout_secs = shutdown_timeout.as_secs_f64(),
-                "shutting down: no new connections; finishing requests in flight"
-            );
-            stopping.notify_one();
-        }
-    };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .into_future();
-    let deadline = async {
-        stopping.notified().await;
-        tokio::time::sleep(shutdown_timeout).await;
-    };
+    settings: ConnectionSettings,
+) {
+    // Each connection task holds a receiver. Sending `true` makes every
+    // task shut its connection down, and `closed` completes once the last
+    // task has ended.
+    let (stop_sender, stop_receiver) = watch::channel(false);
+    let mut shutdown = pin!(signals.received());
+    // Without this, the router turns its handlers into routes again, with
+    // the layer applied, on every request.
+    let app = app.with_state(());
 
-    tokio::select! {
-        result = server => result.map_err(ServeError::Serve)?,
-        () = deadline => tracing::warn!(
+    let signal = loop {
+        let (stream, peer) = tokio::select! {
+            signal = &mut shutdown => break signal,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            settings,
+            stop_receiver.clone(),
+        ));
+    };
+    drop(listener);
+    drop(stop_receiver);
+    tracing::info!(
+        signal,
+        timeout_secs = shutdown_timeout.as_secs_f64(),
+        "shutting down: no new connections; finishing requests in flight"
+    );
+
+    let _no_receiver_left = stop_sender.send(true);
+    if tokio::time::timeout(shutdown_timeout, stop_sender.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
             timeout_secs = shutdown_timeout.as_secs_f64(),
             "requests still in flight after the shutdown timeout; dropping them"
-        ),
+        );
     }
     tracing::info!("server stopped");
-    Ok(())
+}
+
+/// Logs a failed `accept` and pauses, so that a full file descriptor table
+/// (EMFILE) does not turn the accept loop into a busy loop. Errors of one
+/// connection, such as a reset before accept, end only that connection.
+async fn accept_failed(error: io::Error) {
+    tracing::warn!(%error, "failed to accept a connection; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Serves one connection until it ends. Once `stop` turns true or its
+/// sender is dropped, the connection finishes the request in flight and
+/// closes.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    settings: ConnectionSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Without TCP_NODELAY, Nagle's algorithm may hold a small response until
+    // the client acknowledges the previous one.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "failed to set TCP_NODELAY; serving the connection anyway");
+    }
+    let app = TowerToHyperService::new(app);
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.call(request)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A response is a few hundred bytes: copying the body after the head
+    // and writing once costs less than a writev of two buffers.
+    builder
+        .http1()
+        .writev(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection ended with an error during shutdown");
+    }
 }
 
 #[cfg(test)]
@@ -302,6 +400,75 @@ mod tests {
             .collect();
         assert_eq!(probed, ["http://127.0.0.1:9/v2/"]);
         checks.health().stop();
+    }
+
+    /// Starts [`run`] on a free loopback port with the built-in policy.
+    async fn start_server(settings: ConnectionSettings) -> SocketAddr {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Config::builtin().unwrap();
+        let app = router(RegistryRedirectLayer::new(config.policy).access_log(false));
+        let signals = ShutdownSignals::install().unwrap();
+        tokio::spawn(run(
+            listener,
+            app,
+            signals,
+            Duration::from_secs(1),
+            settings,
+        ));
+        addr
+    }
+
+    /// Writes `request` on a new connection and reads until the server
+    /// closes it, at most 10 seconds. Returns the bytes read and the time
+    /// from the write to the close.
+    fn exchange(addr: SocketAddr, request: &'static [u8]) -> (String, Duration) {
+        use std::io::{Read, Write};
+
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let started = std::time::Instant::now();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        (
+            String::from_utf8_lossy(&response).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn run_serves_redirects_over_tcp() {
+        let addr = start_server(ConnectionSettings::default()).await;
+        let request =
+            b"GET /v2/pause/manifests/3.10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let (response, _) = tokio::task::spawn_blocking(move || exchange(addr, request))
+            .await
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 307 "), "{response}");
+        assert!(
+            response.contains("location: https://registry.k8s.io/v2/pause/manifests/3.10\r\n"),
+            "{response}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn slow_headers_close_connection() {
+        let timeout = Duration::from_millis(300);
+        let addr = start_server(ConnectionSettings {
+            header_read_timeout: timeout,
+        })
+        .await;
+        // The headers never end: the blank line is missing.
+        let request = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n";
+        let (response, elapsed) = tokio::task::spawn_blocking(move || exchange(addr, request))
+            .await
+            .unwrap();
+        assert!(!response.contains("200 OK"), "{response}");
+        assert!(elapsed >= timeout, "closed after {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,459 @@
+#!/usr/bin/env bash
+# Load comparison of `registry-redirect serve` with nginx and with a bare
+# hyper server, on loopback. Run from the repository root:
+#
+#   REGISTRY_REDIRECT_DATA_DIR=/path/to/data benches/load.sh
+#
+# $REGISTRY_REDIRECT_DATA_DIR/cloud-ranges.txt contains the published cloud
+# ranges, one `PREFIX CLOUD REGION` a line. From it the script writes, into
+# a temporary directory, three servers that do the same job:
+#
+#   A  registry-redirect with the full cloud policy: AWS clients get blobs
+#      from a regional blob store, GCP clients a regional registry, and
+#      everyone else registry.k8s.io.
+#   B  nginx with a `geo` table of the same prefixes and `return 307` to the
+#      URL that registry-redirect gives.
+#   C  hyper-ceiling, which answers every request with one fixed 307: the
+#      ceiling for a hyper server on this machine.
+#
+# Each server runs alone, pinned to CPU 0, and wrk runs pinned to CPU 1. The
+# servers take turns in ROUNDS interleaved rounds (A B C A B C ...), so that
+# drift on a shared machine hits all of them alike. Every request comes from
+# 127.0.0.1, which matches no range, so each answer is a redirect to the
+# default registry after a full lookup.
+#
+# Settings (environment):
+#   ROUNDS          rounds of A, B and C (default 5)
+#   DURATION        seconds of load per server and round (default 10)
+#   CONNECTIONS     wrk connections (default 64)
+#   WARMUP          seconds of the counted check run before each measurement (default 2)
+#   STARTUPS        start-to-accepting measurements of registry-redirect (default 5)
+#   RR_ARGS         extra arguments for `registry-redirect serve`
+#   SKIP_BUILD=1    use the release binaries already built
+#
+# Needs: cargo, nginx, wrk, taskset, python3, two CPUs. The last line is
+# `ratio_vs_nginx=X ratio_vs_ceiling=Y`: the medians of the per-round ratios
+# of registry-redirect's requests per second to nginx's and to the
+# ceiling's.
+
+set -euo pipefail
+
+readonly ROUNDS=${ROUNDS:-5}
+readonly DURATION=${DURATION:-10}
+readonly CONNECTIONS=${CONNECTIONS:-64}
+readonly WARMUP=${WARMUP:-2}
+readonly STARTUPS=${STARTUPS:-5}
+readonly RR_ARGS=${RR_ARGS:-}
+readonly DIGEST=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+readonly REQUEST_PATH=/v2/library/nginx/blobs/$DIGEST
+# Upper bound for a server to accept connections after it starts.
+readonly START_DEADLINE_SECONDS=10
+
+fail() {
+    echo "load.sh: $*" >&2
+    exit 1
+}
+
+if [[ -z ${REGISTRY_REDIRECT_DATA_DIR:-} ]]; then
+    fail "REGISTRY_REDIRECT_DATA_DIR is not set (expected the directory that holds cloud-ranges.txt)"
+fi
+readonly RANGES=$REGISTRY_REDIRECT_DATA_DIR/cloud-ranges.txt
+if [[ ! -r $RANGES ]]; then
+    fail "cannot read $RANGES (expected the published ranges, one 'PREFIX CLOUD REGION' a line)"
+fi
+[[ -f Cargo.toml && -d benches ]] ||
+    fail "run this script from the repository root (no Cargo.toml and benches/ in $PWD)"
+for tool in cargo nginx wrk taskset python3 getconf; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed (Debian: apt-get install nginx-light wrk)"
+done
+(($(nproc) >= 2)) || fail "needs two CPUs, one for the servers and one for wrk (nproc: $(nproc))"
+
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+readonly RR_BIN=$TARGET_DIR/release/registry-redirect
+readonly CEILING_BIN=$TARGET_DIR/release/hyper-ceiling
+CLK_TCK=$(getconf CLK_TCK)
+readonly CLK_TCK
+
+WORK=$(mktemp -d -t registry-redirect-load.XXXXXX)
+readonly WORK
+SERVER_PID=
+
+# Stops the server that is running, if any: SIGTERM, then SIGKILL after
+# five seconds.
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local tries
+    for ((tries = 0; tries < 50; tries++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Prints a free loopback port.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until 127.0.0.1:$1 accepts connections, or fails after the deadline.
+wait_for_port() {
+    python3 - "$1" "$START_DEADLINE_SECONDS" <<'EOF' || fail "nothing accepts connections on 127.0.0.1:$1"
+import socket, sys, time
+port, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.01)
+sys.exit(1)
+EOF
+}
+
+# ---- build -----------------------------------------------------------------
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    echo "building release binaries into $TARGET_DIR" >&2
+    cargo build --release --quiet -p registry-redirect-cli --bin registry-redirect
+    cargo build --release --quiet -p registry-redirect-benches --bin hyper-ceiling
+fi
+[[ -x $RR_BIN && -x $CEILING_BIN ]] || fail "missing $RR_BIN or $CEILING_BIN (build them, or unset SKIP_BUILD)"
+
+# ---- configurations --------------------------------------------------------
+
+cp "$RANGES" "$WORK/cloud-ranges.txt"
+
+PORT_A=$(free_port)
+PORT_B=$(free_port)
+PORT_C=$(free_port)
+readonly PORT_A PORT_B PORT_C
+
+cat >"$WORK/registry-redirect.toml" <<EOF
+listen = "127.0.0.1:$PORT_A"
+default_upstream = "k8s"
+
+[[client_ranges]]
+format = "plain"
+path = "cloud-ranges.txt"
+
+[upstreams.k8s]
+url = "https://registry.k8s.io"
+
+[upstreams.aws-blobs]
+kind = "blob_store"
+url = "https://prod-registry-k8s-io-{region}.s3.dualstack.{region}.amazonaws.com"
+
+[upstreams.gcp-registry]
+url = "https://{region}-docker.pkg.dev"
+path_prefix = "k8s-artifacts-prod/images"
+
+[[rules]]
+name = "aws-blobs"
+clouds = ["aws"]
+upstream = "aws-blobs"
+
+[[rules]]
+name = "gcp"
+clouds = ["gcp"]
+upstream = "gcp-registry"
+EOF
+"$RR_BIN" check "$WORK/registry-redirect.toml" >/dev/null ||
+    fail "registry-redirect rejects the generated configuration $WORK/registry-redirect.toml"
+
+# The geo table maps each prefix to "CLOUD:REGION" (GLOBAL and empty regions
+# to "CLOUD:", which no regional upstream serves, as in registry-redirect).
+# Comment lines are skipped; for a repeated prefix the last line wins, as
+# with registry-redirect's plain format.
+mkdir -p "$WORK/nginx/logs" "$WORK/nginx/temp"
+awk '
+    /^#/ || NF < 2 { next }
+    {
+        region = ($3 == "GLOBAL") ? "" : $3
+        label[$1] = $2 ":" region
+        if (!($1 in seen)) { seen[$1] = 1; order[++count] = $1 }
+    }
+    END { for (i = 1; i <= count; i++) printf "    %s \"%s\";\n", order[i], label[order[i]] }
+' "$RANGES" >"$WORK/nginx/geo.conf"
+
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/temp/body;
+    proxy_temp_path $WORK/nginx/temp/proxy;
+    fastcgi_temp_path $WORK/nginx/temp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/temp/uwsgi;
+    scgi_temp_path $WORK/nginx/temp/scgi;
+    server_tokens off;
+    keepalive_requests 1000000;
+
+    geo \$rr_label {
+        default "";
+        include $WORK/nginx/geo.conf;
+    }
+    map \$rr_label \$rr_aws_region {
+        default "";
+        "~^aws:(?<region>.+)\$" \$region;
+    }
+    map \$rr_label \$rr_gcp_region {
+        default "";
+        "~^gcp:(?<region>.+)\$" \$region;
+    }
+
+    server {
+        listen 127.0.0.1:$PORT_B;
+        add_header Cache-Control private always;
+        add_header Docker-Distribution-Api-Version registry/2.0 always;
+
+        location = /v2/ {
+            return 200 "{}";
+        }
+        location ~ "^/v2/(?<rr_name>.+)/blobs/(?<rr_digest>sha256:[0-9a-f]{64})\$" {
+            if (\$rr_aws_region) {
+                return 307 https://prod-registry-k8s-io-\$rr_aws_region.s3.dualstack.\$rr_aws_region.amazonaws.com/containers/images/\$rr_digest;
+            }
+            if (\$rr_gcp_region) {
+                return 307 https://\$rr_gcp_region-docker.pkg.dev/v2/k8s-artifacts-prod/images/\$rr_name/blobs/\$rr_digest;
+            }
+            return 307 https://registry.k8s.io\$request_uri;
+        }
+        location ~ "^/v2/(?<rr_rest>.+)\$" {
+            if (\$rr_gcp_region) {
+                return 307 https://\$rr_gcp_region-docker.pkg.dev/v2/k8s-artifacts-prod/images/\$rr_rest;
+            }
+            return 307 https://registry.k8s.io\$request_uri;
+        }
+    }
+}
+EOF
+nginx -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
+    fail "nginx rejects the generated configuration $WORK/nginx/nginx.conf"
+
+# With the argument "count", counts the responses whose status is not 3xx.
+# Without it, the script defines no `response` function, because wrk then
+# hands every response's headers and body to Lua, which halves the load one
+# wrk thread can send (45,000 to 25,000 requests/s against hyper-ceiling on
+# the machine of docs/performance.md). So the measured runs rely on wrk's
+# own count of 4xx and 5xx responses, and a counted check run of WARMUP
+# seconds precedes each of them. Either way, `done` prints one line for
+# the script to parse.
+cat >"$WORK/count.lua" <<'EOF'
+local threads = {}
+function setup(thread)
+    table.insert(threads, thread)
+end
+function init(args)
+    non_redirects = 0
+    if args[1] == "count" then
+        response = function(status, headers, body)
+            if status < 300 or status > 399 then
+                non_redirects = non_redirects + 1
+            end
+        end
+    end
+end
+function done(summary, latency, requests)
+    local non3xx = 0
+    for _, thread in ipairs(threads) do
+        non3xx = non3xx + thread:get("non_redirects")
+    end
+    local errors = summary.errors
+    io.write(string.format(
+        "RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non3xx=%d status_errors=%d socket_errors=%d\n",
+        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+        non3xx, errors.status, errors.connect + errors.read + errors.write + errors.timeout))
+end
+EOF
+
+# ---- servers ---------------------------------------------------------------
+
+# Starts server $1 (A, B or C) pinned to CPU 0, with its log in $2, and
+# waits until it accepts connections.
+start_server() {
+    local name=$1 log=$2
+    case $name in
+    A)
+        # shellcheck disable=SC2086 # RR_ARGS is a list of arguments.
+        taskset -c 0 "$RR_BIN" serve --config "$WORK/registry-redirect.toml" \
+            --log-level "${RR_LOG_LEVEL:-warn}" $RR_ARGS >"$WORK/A.stdout" 2>"$log" &
+        SERVER_PID=$!
+        wait_for_port "$PORT_A"
+        ;;
+    B)
+        taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' \
+            >/dev/null 2>"$log" &
+        SERVER_PID=$!
+        wait_for_port "$PORT_B"
+        ;;
+    C)
+        taskset -c 0 "$CEILING_BIN" --listen "127.0.0.1:$PORT_C" >/dev/null 2>"$log" &
+        SERVER_PID=$!
+        wait_for_port "$PORT_C"
+        ;;
+    esac
+}
+
+port_of() {
+    case $1 in
+    A) echo "$PORT_A" ;;
+    B) echo "$PORT_B" ;;
+    C) echo "$PORT_C" ;;
+    esac
+}
+
+# Prints the CPU time, in clock ticks, of process $1 and its children
+# (nginx's worker is a child of its master): utime + stime, fields 14 and
+# 15 of /proc/PID/stat, which for a process cover all of its threads.
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$1" $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+        [[ -r /proc/$pid/stat ]] || continue
+        # The second field, (comm), may hold spaces: drop it first.
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
+        # After the cut, field 14 is at position 12 and field 15 at 13.
+        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+    done
+    echo "$total"
+}
+
+# Runs wrk against server $1: a counted check run of WARMUP seconds, then
+# the measurement. Prints "RPS CPU_SECONDS P50_US P99_US NON3XX_IN_CHECK
+# STATUS_4XX_5XX SOCKET_ERRORS".
+measure() {
+    local name=$1 url check before after line
+    url=http://127.0.0.1:$(port_of "$name")$REQUEST_PATH
+    check=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/count.lua" "$url" -- count |
+        grep '^RESULT ')
+    before=$(cpu_ticks "$SERVER_PID")
+    line=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/count.lua" "$url" |
+        grep '^RESULT ')
+    after=$(cpu_ticks "$SERVER_PID")
+    python3 - "$line" "$check" "$before" "$after" "$CLK_TCK" <<'EOF'
+import sys
+parse = lambda line: dict(item.split("=") for item in line.split()[1:])
+fields, check = parse(sys.argv[1]), parse(sys.argv[2])
+cpu = (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5])
+rps = int(fields["requests"]) / (int(fields["duration_us"]) / 1e6)
+print(f'{rps:.0f} {cpu:.2f} {fields["p50_us"]} {fields["p99_us"]} {check["non3xx"]} '
+      f'{fields["status_errors"]} {int(fields["socket_errors"]) + int(check["socket_errors"])}')
+EOF
+}
+
+peak_rss_kib() {
+    awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
+}
+
+# ---- rounds ----------------------------------------------------------------
+
+RESULTS=$WORK/results.txt
+: >"$RESULTS"
+PEAK_RSS=0
+echo "servers on CPU 0, wrk on CPU 1: -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, GET $REQUEST_PATH" >&2
+for ((round = 1; round <= ROUNDS; round++)); do
+    for name in A B C; do
+        start_server "$name" "$WORK/$name.log"
+        read -r rps cpu p50 p99 non3xx status_errors socket_errors < <(measure "$name")
+        if [[ $name == A ]]; then
+            rss=$(peak_rss_kib "$SERVER_PID")
+            ((rss > PEAK_RSS)) && PEAK_RSS=$rss
+        fi
+        stop_server
+        echo "$round $name $rps $cpu $p50 $p99 $non3xx $status_errors $socket_errors" >>"$RESULTS"
+        echo "round $round $name: $rps requests/s" >&2
+    done
+done
+
+# One more run of registry-redirect with the access log on, written to a
+# file, for the cost of logging every request.
+RR_LOG_LEVEL=info start_server A "$WORK/access.log"
+read -r log_rps log_cpu log_p50 log_p99 log_non3xx _ _ < <(measure A)
+stop_server
+log_lines=$(wc -l <"$WORK/access.log")
+
+# Start-to-accepting: from the spawn of registry-redirect to the first
+# accepted connection, polled in a tight loop from CPU 1.
+STARTUP_MS=$(taskset -c 1 python3 - "$RR_BIN" "$WORK/registry-redirect.toml" "$PORT_A" "$STARTUPS" <<'EOF'
+import socket, statistics, subprocess, sys, time
+binary, config, port, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+times = []
+for _ in range(runs):
+    started = time.monotonic()
+    child = subprocess.Popen(
+        ["taskset", "-c", "0", binary, "serve", "--config", config, "--log-level", "warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.monotonic() - started < 10:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                times.append((time.monotonic() - started) * 1000)
+                break
+            except OSError:
+                pass
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+print(" ".join(f"{t:.1f}" for t in times), f"median={statistics.median(times):.1f}" if times else "median=none")
+EOF
+)
+
+# ---- report ----------------------------------------------------------------
+
+python3 - "$RESULTS" <<EOF
+import statistics, sys
+from collections import defaultdict
+
+rows = [line.split() for line in open(sys.argv[1])]
+names = {"A": "registry-redirect", "B": "nginx", "C": "hyper-ceiling"}
+print()
+print(f"{'round':>5} {'server':<18} {'req/s':>9} {'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7} {'non-3xx':>8} {'4xx/5xx':>8} {'sock err':>8}")
+by_server = defaultdict(list)
+by_round = defaultdict(dict)
+for round_, name, rps, cpu, p50, p99, non3xx, status_errors, socket_errors in rows:
+    rps, cpu = float(rps), float(cpu)
+    per_cpu = rps * $DURATION / cpu if cpu > 0 else float("nan")
+    row = (rps, per_cpu, int(p50) / 1000, int(p99) / 1000, int(non3xx), int(status_errors), int(socket_errors))
+    by_server[name].append(row)
+    by_round[round_][name] = row
+    print(f"{round_:>5} {names[name]:<18} {rps:9.0f} {per_cpu:10.0f} {row[2]:7.2f} {row[3]:7.2f} {row[4]:8d} {row[5]:8d} {row[6]:8d}")
+
+print()
+print("medians per server")
+for name in "ABC":
+    rows_ = by_server[name]
+    med = lambda i: statistics.median(r[i] for r in rows_)
+    print(f"  {names[name]:<18} {med(0):9.0f} req/s {med(1):10.0f} req/CPU-s  p50 {med(2):.2f} ms  p99 {med(3):.2f} ms  non-3xx {sum(r[4] for r in rows_)}  4xx/5xx {sum(r[5] for r in rows_)}  socket errors {sum(r[6] for r in rows_)}")
+
+print()
+print(f"{'round':>5} {'rps A/B':>8} {'rps A/C':>8} {'cpu-eff A/B':>12} {'cpu-eff A/C':>12}")
+ratios = defaultdict(list)
+for round_, row in sorted(by_round.items(), key=lambda item: int(item[0])):
+    a, b, c = row["A"], row["B"], row["C"]
+    values = (a[0] / b[0], a[0] / c[0], a[1] / b[1], a[1] / c[1])
+    for key, value in zip(("ab", "ac", "eff_ab", "eff_ac"), values):
+        ratios[key].append(value)
+    print(f"{round_:>5} {values[0]:8.2f} {values[1]:8.2f} {values[2]:12.2f} {values[3]:12.2f}")
+print(f"{'median':>5} {statistics.median(ratios['ab']):8.2f} {statistics.median(ratios['ac']):8.2f} {statistics.median(ratios['eff_ab']):12.2f} {statistics.median(ratios['eff_ac']):12.2f}")
+
+print()
+print(f"registry-redirect with the access log on: {float('$log_rps'):.0f} req/s, "
+      f"{float('$log_rps') * $DURATION / float('$log_cpu'):.0f} req/CPU-s, p50 {int('$log_p50') / 1000:.2f} ms, "
+      f"p99 {int('$log_p99') / 1000:.2f} ms, non-3xx {'$log_non3xx'}, {'$log_lines'.strip()} log lines")
+print(f"registry-redirect peak RSS (VmHWM) with {sum(1 for l in open('$RANGES') if not l.startswith('#'))} prefixes: {$PEAK_RSS / 1024:.1f} MiB")
+print(f"registry-redirect start to accepting, ms: $STARTUP_MS")
+print(f"ratio_vs_nginx={statistics.median(ratios['ab']):.2f} ratio_vs_ceiling={statistics.median(ratios['ac']):.2f}")
+EOF
