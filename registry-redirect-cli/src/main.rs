@@ -248,8 +248,23 @@ fn print_warnings(config: &Config) {
 fn check(file: &Path) -> Result<(), CliError> {
     let config = Config::load(file)?;
     print_warnings(&config);
-    print!("{}: ok\n{}", file.display(), Summary::new(&config));
+    write_stdout(&format!(
+        "{}: ok\n{}",
+        file.display(),
+        Summary::new(&config)
+    ));
     Ok(())
+}
+
+/// Writes `text` to standard output. A reader that went away (`check FILE |
+/// head`) is not an error worth a panic, so a write error ends the output
+/// quietly, as other command-line tools do on a closed pipe.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 fn explain(args: ExplainArgs) -> Result<(), CliError> {
@@ -260,7 +275,7 @@ fn explain(args: ExplainArgs) -> Result<(), CliError> {
         request.headers.append(name, value);
     }
     request.host = args.host;
-    print!("{}", render(&config.policy, &request, args.format));
+    write_stdout(&render(&config.policy, &request, args.format));
     Ok(())
 }
 
@@ -304,7 +319,7 @@ fn fetch(args: FetchArgs) -> Result<(), CliError> {
             );
         }
         if let Some(line) = report.success_line() {
-            println!("{line}");
+            write_stdout(&format!("{line}\n"));
         }
         if let Some(line) = report.failure_line(&options.out) {
             eprintln!("registry-redirect: ranges fetch: {line}");
