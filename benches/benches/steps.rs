@@ -26,7 +26,7 @@ use http::{HeaderMap, Method};
 use registry_redirect_benches::fixtures::{
     forwarded, forwarded_for, tiny_policy, RequestCase, LOAD_BALANCER, TRUSTED_PROXIES,
 };
-use registry_redirect_core::client::{resolve_client, TrustedProxies};
+use registry_redirect_core::client::{resolve_client, ForwardedHeader, TrustedProxies};
 use registry_redirect_core::decide;
 use registry_redirect_core::path::classify;
 
@@ -54,20 +54,26 @@ fn bench_classify(criterion: &mut Criterion) {
 
 fn bench_resolve_client(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("resolve_client");
-    let trusted = TrustedProxies::new(
-        TRUSTED_PROXIES
-            .iter()
-            .filter_map(|net| net.parse().ok())
-            .collect(),
-    );
-    let cases: [(&str, IpAddr, HeaderMap); 3] = [
-        ("peer_untrusted", CLIENT, HeaderMap::new()),
-        ("xff_five_hops", LOAD_BALANCER, forwarded_for(CLIENT)),
-        ("forwarded_five_hops", LOAD_BALANCER, forwarded(CLIENT)),
+    let networks: Vec<_> = TRUSTED_PROXIES
+        .iter()
+        .filter_map(|net| net.parse().ok())
+        .collect();
+    // Trusted proxies write one header, and only that one is read.
+    let xff = TrustedProxies::with_header(networks.clone(), ForwardedHeader::XForwardedFor);
+    let rfc7239 = TrustedProxies::with_header(networks, ForwardedHeader::Forwarded);
+    let cases: [(&str, IpAddr, HeaderMap, &TrustedProxies); 3] = [
+        ("peer_untrusted", CLIENT, HeaderMap::new(), &xff),
+        ("xff_five_hops", LOAD_BALANCER, forwarded_for(CLIENT), &xff),
+        (
+            "forwarded_five_hops",
+            LOAD_BALANCER,
+            forwarded(CLIENT),
+            &rfc7239,
+        ),
     ];
-    for (name, peer, headers) in &cases {
+    for (name, peer, headers, trusted) in &cases {
         group.bench_function(BenchmarkId::from_parameter(name), |bencher| {
-            bencher.iter(|| resolve_client(Some(black_box(*peer)), black_box(headers), &trusted));
+            bencher.iter(|| resolve_client(Some(black_box(*peer)), black_box(headers), trusted));
         });
     }
     group.finish();

@@ -244,7 +244,9 @@ pub fn forwarded(client: IpAddr) -> HeaderMap {
 
 #[cfg(test)]
 mod tests {
-    use registry_redirect_core::client::{resolve_client, ClientSource, TrustedProxies};
+    use registry_redirect_core::client::{
+        resolve_client, ClientSource, ForwardedHeader, TrustedProxies,
+    };
     use registry_redirect_core::{decide, Outcome};
 
     use super::*;
@@ -343,12 +345,10 @@ mod tests {
 
     #[test]
     fn forwarding_headers_name_the_client() {
-        let trusted = TrustedProxies::new(
-            TRUSTED_PROXIES
-                .iter()
-                .map(|net| net.parse().unwrap())
-                .collect(),
-        );
+        let networks: Vec<_> = TRUSTED_PROXIES
+            .iter()
+            .map(|net| net.parse().unwrap())
+            .collect();
         let cases = [
             (
                 forwarded_for as fn(IpAddr) -> HeaderMap,
@@ -360,6 +360,12 @@ mod tests {
             (forwarded, ClientSource::Forwarded, "2001:db8::7"),
         ];
         for (build, source, client) in cases {
+            // Trusted proxies write one header, and only that one is read.
+            let header = match source {
+                ClientSource::Forwarded => ForwardedHeader::Forwarded,
+                _ => ForwardedHeader::XForwardedFor,
+            };
+            let trusted = TrustedProxies::with_header(networks.clone(), header);
             let headers = build(ip(client));
             let resolved = resolve_client(Some(LOAD_BALANCER), &headers, &trusted);
             assert_eq!(resolved.addr, Some(ip(client)), "{source} {client}");
