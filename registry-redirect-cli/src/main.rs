@@ -381,7 +381,11 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         // With the access log filtered out, the layer skips building its
         // event altogether. The filter is fixed for the life of the process.
         let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
-        let mut layer = RegistryRedirectLayer::with_handle(PolicyHandle::new(config.policy))
+        let handle = PolicyHandle::new(config.policy.clone());
+        if let Some(path) = &args.config {
+            serve::reload_on_hangup(path.clone(), handle.clone(), checks.clone(), &config)?;
+        }
+        let mut layer = RegistryRedirectLayer::with_handle(handle)
             .access_log(access_log)
             .log_client_address(args.log_client_addresses);
         if let Some(checks) = &checks {

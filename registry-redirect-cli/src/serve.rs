@@ -37,6 +37,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -53,7 +54,9 @@ use hyper_util::service::TowerToHyperService;
 use registry_redirect_core::Policy;
 use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
-use registry_redirect_tower::{CheckSettings, Checks, RegistryRedirectLayer};
+use registry_redirect_tower::{CheckSettings, Checks, PolicyHandle, RegistryRedirectLayer};
+
+use crate::config::Config;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -154,6 +157,115 @@ pub fn start_checks(
         );
     }
     Ok(Some(checks))
+}
+
+/// Reloads the configuration at `path` on every `SIGHUP`.
+///
+/// A new configuration is read and checked completely (range files
+/// included) on a blocking thread, and only then replaces the policy in
+/// `handle`, atomically: requests in flight finish with the old policy, and
+/// none waits on a lock. A configuration with errors is logged with every
+/// error (file, line, column) and the old policy keeps serving. With
+/// `checks`, the health probes restart for the new policy's mirrors.
+///
+/// `listen` and `[blob_checks]` take effect only at start: a reload that
+/// changes them is logged with a warning. A reload that adds the first
+/// verified or probed upstream also needs a restart, because the checks
+/// start with the server.
+pub fn reload_on_hangup(
+    path: PathBuf,
+    handle: PolicyHandle,
+    checks: Option<Checks>,
+    started: &Config,
+) -> Result<(), ServeError> {
+    let mut hangups = signal(SignalKind::hangup()).map_err(|source| ServeError::Signal {
+        signal: "SIGHUP",
+        source,
+    })?;
+    let listen = started.listen;
+    let check_settings = started.check_settings.clone();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let file = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
+            let config = match loaded {
+                Ok(Ok(config)) => config,
+                Ok(Err(error)) => {
+                    tracing::error!(
+                        config = %path.display(),
+                        "reload failed; the previous policy keeps serving:\n{error}"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(config = %path.display(), %error, "reload failed; the previous policy keeps serving");
+                    continue;
+                }
+            };
+            apply_reload(
+                &path,
+                config,
+                &handle,
+                checks.as_ref(),
+                listen,
+                &check_settings,
+            );
+        }
+    });
+    Ok(())
+}
+
+fn apply_reload(
+    path: &Path,
+    config: Config,
+    handle: &PolicyHandle,
+    checks: Option<&Checks>,
+    listen: SocketAddr,
+    check_settings: &CheckSettings,
+) {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if config.listen != listen {
+        tracing::warn!(
+            config = %path.display(),
+            listen = %config.listen,
+            "the new listen address takes effect only after a restart"
+        );
+    }
+    if &config.check_settings != check_settings {
+        tracing::warn!(config = %path.display(), "new [blob_checks] settings take effect only after a restart");
+    }
+    if checks.is_none() && needs_checks(&config.policy) {
+        tracing::warn!(
+            config = %path.display(),
+            "the new policy verifies blobs or probes upstreams, which needs a restart; until then its candidates are not checked"
+        );
+    }
+
+    let upstreams = config.policy.upstreams().len();
+    let rules = config.policy.rules().len();
+    let stored = match checks {
+        Some(checks) => checks.store_policy(handle, config.policy),
+        None => {
+            handle.store(config.policy);
+            Ok(())
+        }
+    };
+    match stored {
+        Ok(()) => tracing::info!(
+            config = %path.display(),
+            upstreams,
+            rules,
+            client_range_prefixes = config.client_ranges.prefixes,
+            "configuration reloaded"
+        ),
+        Err(error) => tracing::error!(
+            config = %path.display(),
+            %error,
+            "reload failed to restart the health probes; the previous policy keeps serving"
+        ),
+    }
 }
 
 /// The signals that stop the server, installed before it starts so that a

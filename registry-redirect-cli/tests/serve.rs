@@ -285,6 +285,84 @@ fn serve_reads_config_and_listen_flag_wins() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Sends `signal` (such as `-HUP`) to `pid` with the system's `kill`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Sends requests until the `Location` of `target` is `expected`, or fails
+/// after the process deadline.
+fn wait_for_location(addr: SocketAddr, target: &str, expected: &str) {
+    let started = Instant::now();
+    loop {
+        let response = send(addr, "GET", target);
+        if response.header("location") == Some(expected) {
+            return;
+        }
+        assert!(
+            started.elapsed() < PROCESS_DEADLINE,
+            "Location is still {:?}, expected {expected}",
+            response.header("location")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_reloads_and_keeps_good_policy() {
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-reload-test-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let policy_for =
+        |url: &str| format!("default_upstream = \"main\"\n[upstreams.main]\nurl = \"{url}\"\n");
+    std::fs::write(&config, policy_for("http://127.0.0.1:9/first")).unwrap();
+    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    let target = "/v2/pause/manifests/3.10";
+    wait_for_location(
+        server.addr,
+        target,
+        "http://127.0.0.1:9/first/v2/pause/manifests/3.10",
+    );
+
+    // A good file, saved by rename as editors do, replaces the policy.
+    let staged = dir.join("config.toml.new");
+    std::fs::write(&staged, policy_for("http://127.0.0.1:9/second")).unwrap();
+    std::fs::rename(&staged, &config).unwrap();
+    send_signal(server.pid(), "-HUP");
+    wait_for_location(
+        server.addr,
+        target,
+        "http://127.0.0.1:9/second/v2/pause/manifests/3.10",
+    );
+
+    // A bad file is logged and the previous policy keeps serving.
+    std::fs::write(&config, "default_upstream = \"nowhere\"\n").unwrap();
+    send_signal(server.pid(), "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        let response = send(server.addr, "GET", target);
+        assert_eq!(response.status, 307);
+        assert_eq!(
+            response.header("location"),
+            Some("http://127.0.0.1:9/second/v2/pause/manifests/3.10")
+        );
+    }
+
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Opens a connection and sends the start of a request, without the blank
 /// line that ends its headers.
 fn start_request(addr: SocketAddr, target: &str) -> TcpStream {
