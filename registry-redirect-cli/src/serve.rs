@@ -400,6 +400,34 @@ async fn accept_failed(error: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, for at most `limit`, until the client has sent enough bytes to
+/// tell HTTP/1 from HTTP/2: one byte that does not start the HTTP/2
+/// preface, or the whole preface. Returns false when the limit passes or
+/// the client closes the connection first. The bytes stay in the socket for
+/// hyper to read.
+async fn wait_for_request_start(stream: &TcpStream, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut start = [0u8; HTTP2_PREFACE.len()];
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut start)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(count)) => count,
+        };
+        if peeked == HTTP2_PREFACE.len() || !HTTP2_PREFACE.starts_with(&start[..peeked]) {
+            return true;
+        }
+        // Part of the HTTP/2 preface: peeking again at once would return
+        // the same bytes, so wait a little for the rest.
+        let pause = tokio::time::sleep(Duration::from_millis(20));
+        if tokio::time::timeout_at(deadline, pause).await.is_err() {
+            return false;
+        }
+    }
+}
+
 /// Serves one connection until it ends. Once `stop` turns true or its
 /// sender is dropped, the connection finishes the request in flight and
 /// closes.
@@ -415,6 +443,17 @@ async fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "failed to set TCP_NODELAY; serving the connection anyway");
     }
+    // hyper-util's auto builder reads the first bytes to tell HTTP/1 from
+    // HTTP/2 without a timeout, and hyper's header timer starts only after
+    // that, so a client that sends nothing would hold the connection forever.
+    let started = tokio::select! {
+        started = wait_for_request_start(&stream, settings.header_read_timeout) => started,
+        _ = stop.wait_for(|stop| *stop) => false,
+    };
+    if !started {
+        return;
+    }
+
     let app = TowerToHyperService::new(app);
     let service = service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -581,6 +620,58 @@ mod tests {
         assert!(!response.contains("200 OK"), "{response}");
         assert!(elapsed >= timeout, "closed after {elapsed:?}");
         assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+    }
+
+    /// Sends `request` and reads until the server closes the connection.
+    /// Closing a socket with unread bytes sends a reset, which counts as
+    /// closed too.
+    fn closed_without_response(addr: SocketAddr, request: &'static [u8]) -> (Vec<u8>, Duration) {
+        use std::io::{Read, Write};
+
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request).unwrap();
+        let started = std::time::Instant::now();
+        let mut response = Vec::new();
+        match stream.read_to_end(&mut response) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(error) => panic!("reading the response failed: {error}"),
+        }
+        (response, started.elapsed())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn silent_and_preface_clients_are_closed() {
+        let timeout = Duration::from_millis(300);
+        let addr = start_server(ConnectionSettings {
+            header_read_timeout: timeout,
+        })
+        .await;
+        // Nothing at all, then a partial HTTP/2 preface: neither tells the
+        // HTTP version, and both must be closed once the timeout passes.
+        for request in [&b""[..], &b"PRI * HTTP/2"[..]] {
+            let (response, elapsed) =
+                tokio::task::spawn_blocking(move || closed_without_response(addr, request))
+                    .await
+                    .unwrap();
+            assert!(response.is_empty(), "{response:?}");
+            assert!(elapsed >= timeout, "closed after {elapsed:?}");
+            assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+        }
+
+        // A request that starts at once is still served.
+        let (response, _) = tokio::task::spawn_blocking(move || {
+            exchange(
+                addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+        })
+        .await
+        .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
 
     #[tokio::test]
