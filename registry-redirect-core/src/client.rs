@@ -17,8 +17,8 @@
 //! and the first address that is not a trusted proxy is the client.
 //!
 //! A malformed entry never fails a request: reading stops there, the nearest
-//! trusted hop seen so far is the client, and [`ClientAddress::note`] says
-//! which header was malformed. Entries that are not plain addresses count as
+//! trusted hop seen so far is the client, and [`ClientAddress::note`] names
+//! the malformed header. Entries that are not plain addresses count as
 //! malformed: `unknown` and obfuscated identifiers (`_hidden`) in `Forwarded`,
 //! IPv6 zone ids (`fe80::1%eth0`, `[fe80::1%2]:80`), and IPv4 forms other
 //! than four decimal octets (`127.1`, `0x7f.0.0.1`). So are several
@@ -111,18 +111,18 @@ impl TrustedProxies {
         self.networks.iter().any(|net| net.contains(&addr))
     }
 
-    /// Whether no proxy is trusted.
+    /// Returns whether no proxy is trusted.
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty()
     }
 
-    /// The trusted networks.
+    /// Returns the trusted networks.
     pub fn networks(&self) -> &[IpNet] {
         &self.networks
     }
 }
 
-/// Where the client address came from.
+/// The source of the client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientSource {
     /// The address of the TCP peer.
@@ -181,7 +181,7 @@ impl fmt::Display for ClientNote {
 pub struct ClientAddress {
     /// The address; `None` when the adapter knew no peer address.
     pub addr: Option<IpAddr>,
-    /// Where the address came from.
+    /// The source of the address.
     pub source: ClientSource,
     /// Set when a header was malformed and a fallback was used.
     pub note: Option<ClientNote>,

@@ -199,13 +199,13 @@ pub enum Outcome<'p> {
         /// The upstream and rule that chose the first candidate.
         route: Route<'p>,
     },
-    /// Answer the API version check with 200 and
+    /// Respond to the API version check with 200 and
     /// `Docker-Distribution-Api-Version: registry/2.0`.
     AnswerApiVersion {
         /// The upstream and rule that chose it.
         route: Route<'p>,
     },
-    /// Answer with an OCI error.
+    /// Respond with an OCI error.
     Reject(Rejection),
     /// The path is outside `/v2`: not for the redirector.
     NotRegistry,

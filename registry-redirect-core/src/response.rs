@@ -7,7 +7,7 @@
 //!   on the client, so shared caches must not keep it), and for `GET` a short
 //!   HTML body that links the location, as Go's `http.Redirect` writes one.
 //! - The API version check gets 200 with an empty JSON object, as the
-//!   reference registry answers it.
+//!   reference registry does.
 //! - A rejection gets an OCI error body
 //!   (`{"errors":[{"code":"NAME_INVALID","message":"...","detail":null}]}`),
 //!   and 405 adds `Allow: GET, HEAD`.
@@ -143,7 +143,7 @@ pub fn redirect_response(status: StatusCode, location: String, is_head: bool) ->
 }
 
 /// Sets the `Content-Length` of a `HEAD` response to the length of the body
-/// that `GET` would get, as RFC 9110 (section 9.3.2) asks; the response
+/// that `GET` would get, as RFC 9110 (section 9.3.2) requires; the response
 /// itself has no body.
 fn set_head_length(response: &mut Response<String>, length: usize) {
     response

@@ -8,7 +8,7 @@
 //! returns 401 for `/v2/` when it requires a token, and a blob store
 //! returns 403 or 404 for its root. After `unhealthy_after` consecutive failures the
 //! mirror is unhealthy, until a probe passes again. A mirror is healthy
-//! until its probes say otherwise, so a fresh start skips nothing.
+//! until its probes show otherwise, so a fresh start skips nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -276,36 +276,26 @@ fn log_decision<B>(
     // forge log lines.
     let path = request.uri().path();
 
-    if with_client {
-        let client = decision.client.addr.map(tracing::field::display);
-        tracing::info!(
-            target: ACCESS_LOG_TARGET,
-            method = %request.method(),
-            path = ?path,
-            kind,
-            outcome = decision.outcome_name(),
-            rule,
-            upstream,
-            status,
-            micros,
-            checks,
-            client,
-            client_source = decision.client.source.as_str(),
-        );
-    } else {
-        tracing::info!(
-            target: ACCESS_LOG_TARGET,
-            method = %request.method(),
-            path = ?path,
-            kind,
-            outcome = decision.outcome_name(),
-            rule,
-            upstream,
-            status,
-            micros,
-            checks,
-        );
-    }
+    // `None` fields are left out of the event, so the client address is
+    // logged only when enabled.
+    let client = with_client
+        .then(|| decision.client.addr.map(tracing::field::display))
+        .flatten();
+    let client_source = with_client.then(|| decision.client.source.as_str());
+    tracing::info!(
+        target: ACCESS_LOG_TARGET,
+        method = %request.method(),
+        path = ?path,
+        kind,
+        outcome = decision.outcome_name(),
+        rule,
+        upstream,
+        status,
+        micros,
+        checks,
+        client,
+        client_source,
+    );
 }
 
 pin_project! {

@@ -273,7 +273,7 @@ check_head_redirect() {
     location=$(grep -i '^location:' "$headers" 2>/dev/null | head -n 1 | cut -d' ' -f2- | tr -d '\r' || true)
     check_eq "$check: Location" "$expected" "$location"
     length=$(grep -i '^content-length:' "$headers" 2>/dev/null | head -n 1 | cut -d' ' -f2- | tr -d '\r' || true)
-    # RFC 9110 asks HEAD for the Content-Length that GET would have.
+    # RFC 9110 gives HEAD the Content-Length that GET would have.
     local get_length
     get_length=$("${runner[@]}" curl -s --max-time "$CURL_TIMEOUT_SECS" "http://$REDIRECTOR$path" | wc -c || true)
     check_eq "$check: Content-Length is that of GET" "$get_length" "${length:-absent}"

@@ -80,7 +80,7 @@ impl ClientLabel {
     }
 }
 
-/// What one lookup in the client table found for a client.
+/// The result of one lookup in the client table for a client.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ClientClassification<'p> {
     /// The rules whose networks contain the client, as a bit set.
