@@ -19,7 +19,9 @@ use registry_redirect_cli::fetch::{
     self, parse_source_arg, FetchOptions, FetchSource, SourceUrls, DEFAULT_MAX_DROP_PERCENT,
 };
 use registry_redirect_cli::logging::{self, LogFilterError};
-use registry_redirect_cli::serve::{self, ConnectionSettings, ServeError, ShutdownSignals};
+use registry_redirect_cli::serve::{
+    self, ConnectionSettings, Reloader, ServeError, ShutdownSignals,
+};
 use registry_redirect_cli::summary::Summary;
 use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
 
@@ -383,7 +385,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
         let handle = PolicyHandle::new(config.policy.clone());
         if let Some(path) = &args.config {
-            serve::reload_on_hangup(path.clone(), handle.clone(), checks.clone(), &config)?;
+            let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config);
+            serve::reload_on_hangup(reloader)?;
         }
         let mut layer = RegistryRedirectLayer::with_handle(handle)
             .access_log(access_log)

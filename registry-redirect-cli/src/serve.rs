@@ -159,57 +159,95 @@ pub fn start_checks(
     Ok(Some(checks))
 }
 
-/// Reloads the configuration at `path` on every `SIGHUP`.
+/// Reloads the configuration file of a running server. Every trigger
+/// (`SIGHUP` in [`reload_on_hangup`], file watching) reloads through
+/// [`Reloader::reload`], so a reload logs the same way whatever started it.
 ///
 /// A new configuration is read and checked completely (range files
-/// included) on a blocking thread, and only then replaces the policy in
-/// `handle`, atomically: requests in flight finish with the old policy, and
+/// included) on a blocking thread, and only then replaces the policy in the
+/// handle, atomically: requests in flight finish with the old policy, and
 /// none waits on a lock. A configuration with errors is logged with every
 /// error (file, line, column) and the old policy keeps serving. With
-/// `checks`, the health probes restart for the new policy's mirrors.
+/// checks, the health probes restart for the new policy's mirrors.
 ///
 /// `listen` and `[blob_checks]` take effect only at start: a reload that
 /// changes them is logged with a warning. A reload that adds the first
 /// verified or probed upstream also needs a restart, because the checks
 /// start with the server.
-pub fn reload_on_hangup(
+#[derive(Clone)]
+pub struct Reloader {
     path: PathBuf,
     handle: PolicyHandle,
     checks: Option<Checks>,
-    started: &Config,
-) -> Result<(), ServeError> {
+    listen: SocketAddr,
+    check_settings: CheckSettings,
+}
+
+impl Reloader {
+    /// Creates a reloader of the configuration file at `path`, which the
+    /// server started with as `started`. New policies go to `handle`.
+    pub fn new(
+        path: PathBuf,
+        handle: PolicyHandle,
+        checks: Option<Checks>,
+        started: &Config,
+    ) -> Self {
+        Reloader {
+            path,
+            handle,
+            checks,
+            listen: started.listen,
+            check_settings: started.check_settings.clone(),
+        }
+    }
+
+    /// Returns the path of the configuration file, as given to the server.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the configuration file again and, when it is valid, replaces
+    /// the policy. `trigger` names what started the reload in the log, such
+    /// as `SIGHUP`. Returns whether the new policy is serving.
+    pub async fn reload(&self, trigger: &'static str) -> bool {
+        let file = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
+        let config = match loaded {
+            Ok(Ok(config)) => config,
+            Ok(Err(error)) => {
+                tracing::error!(
+                    config = %self.path.display(),
+                    trigger,
+                    "reload failed; the previous policy keeps serving:\n{error}"
+                );
+                return false;
+            }
+            Err(error) => {
+                tracing::error!(config = %self.path.display(), trigger, %error, "reload failed; the previous policy keeps serving");
+                return false;
+            }
+        };
+        apply_reload(
+            &self.path,
+            trigger,
+            config,
+            &self.handle,
+            self.checks.as_ref(),
+            self.listen,
+            &self.check_settings,
+        )
+    }
+}
+
+/// Reloads the configuration with `reloader` on every `SIGHUP`.
+pub fn reload_on_hangup(reloader: Reloader) -> Result<(), ServeError> {
     let mut hangups = signal(SignalKind::hangup()).map_err(|source| ServeError::Signal {
         signal: "SIGHUP",
         source,
     })?;
-    let listen = started.listen;
-    let check_settings = started.check_settings.clone();
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let file = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
-            let config = match loaded {
-                Ok(Ok(config)) => config,
-                Ok(Err(error)) => {
-                    tracing::error!(
-                        config = %path.display(),
-                        "reload failed; the previous policy keeps serving:\n{error}"
-                    );
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(config = %path.display(), %error, "reload failed; the previous policy keeps serving");
-                    continue;
-                }
-            };
-            apply_reload(
-                &path,
-                config,
-                &handle,
-                checks.as_ref(),
-                listen,
-                &check_settings,
-            );
+            reloader.reload("SIGHUP").await;
         }
     });
     Ok(())
@@ -217,12 +255,13 @@ pub fn reload_on_hangup(
 
 fn apply_reload(
     path: &Path,
+    trigger: &'static str,
     config: Config,
     handle: &PolicyHandle,
     checks: Option<&Checks>,
     listen: SocketAddr,
     check_settings: &CheckSettings,
-) {
+) -> bool {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -253,18 +292,26 @@ fn apply_reload(
         }
     };
     match stored {
-        Ok(()) => tracing::info!(
-            config = %path.display(),
-            upstreams,
-            rules,
-            client_range_prefixes = config.client_ranges.prefixes,
-            "configuration reloaded"
-        ),
-        Err(error) => tracing::error!(
-            config = %path.display(),
-            %error,
-            "reload failed to restart the health probes; the previous policy keeps serving"
-        ),
+        Ok(()) => {
+            tracing::info!(
+                config = %path.display(),
+                trigger,
+                upstreams,
+                rules,
+                client_range_prefixes = config.client_ranges.prefixes,
+                "configuration reloaded"
+            );
+            true
+        }
+        Err(error) => {
+            tracing::error!(
+                config = %path.display(),
+                trigger,
+                %error,
+                "reload failed to restart the health probes; the previous policy keeps serving"
+            );
+            false
+        }
     }
 }
 
