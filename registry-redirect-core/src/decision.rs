@@ -10,7 +10,10 @@
 //! 4. Reject invalid names, references and digests, the catalog, blob upload
 //!    paths and unknown endpoints with 404 and an OCI error body.
 //! 5. Pick the upstream: the first rule that matches, else the default.
-//! 6. Respond to the API version check, or redirect to the upstream.
+//! 6. Respond to the API version check, or redirect to the upstream. For
+//!    an upstream with `auth = "resolve"`, the outcome is
+//!    [`Outcome::Resolve`] instead: a server fetches from the upstream
+//!    with a token (see [`crate::policy::resolve`]).
 //!
 //! ```
 //! use http::{HeaderMap, Method, StatusCode};
@@ -205,6 +208,27 @@ pub enum Outcome<'p> {
         /// The upstream and rule that chose it.
         route: Route<'p>,
     },
+    /// Fetch from an upstream with `auth = "resolve"` and respond from its
+    /// response: documents (manifests, tag lists, referrers) with their
+    /// body, blobs with a redirect to the storage URL the upstream names.
+    /// A server without an HTTP client responds 503 (see
+    /// [`Decision::into_response`]).
+    Resolve {
+        /// The upstream and rule that chose it.
+        route: Route<'p>,
+        /// The upstream to fetch from: the route's upstream, or the default
+        /// upstream when the route's has no mirror for the client.
+        target: &'p Upstream,
+        /// The absolute URL of the request at the upstream, with the query.
+        url: String,
+        /// The repository name at the upstream, as token scopes name it
+        /// (`library/nginx` for `nginx` on Docker Hub).
+        repository: String,
+        /// Whether the response is addressed by digest (a blob, or a
+        /// manifest by digest), so that it never changes and may be
+        /// cached until evicted.
+        by_digest: bool,
+    },
     /// Respond with an OCI error.
     Reject(Rejection),
     /// The path is outside `/v2`: not for the redirector.
@@ -228,13 +252,22 @@ pub struct Decision<'p> {
 
 impl<'p> Decision<'p> {
     /// Returns the status of the response, or `None` when the request is
-    /// not a registry request.
+    /// not a registry request or the status comes from the upstream
+    /// ([`Outcome::Resolve`]).
     pub fn status(&self) -> Option<StatusCode> {
         match &self.outcome {
             Outcome::Redirect { status, .. } | Outcome::Candidates { status, .. } => Some(*status),
             Outcome::AnswerApiVersion { .. } => Some(StatusCode::OK),
             Outcome::Reject(rejection) => Some(rejection.status),
-            Outcome::NotRegistry => None,
+            Outcome::Resolve { .. } | Outcome::NotRegistry => None,
+        }
+    }
+
+    /// Returns the URL a server fetches from, for [`Outcome::Resolve`].
+    pub fn upstream_url(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Resolve { url, .. } => Some(url),
+            _ => None,
         }
     }
 
@@ -250,10 +283,12 @@ impl<'p> Decision<'p> {
     }
 
     /// Returns the upstream that the redirect points to, with the region of
-    /// its mirror: for candidates, the first one.
+    /// its mirror: for candidates, the first one; for resolve mode, the
+    /// upstream fetched from.
     pub fn target(&self) -> Option<(&'p Upstream, Option<&'p str>)> {
         match &self.outcome {
             Outcome::Redirect { target, region, .. } => Some((*target, *region)),
+            Outcome::Resolve { target, .. } => Some((*target, None)),
             Outcome::Candidates { candidates, .. } => candidates
                 .first()
                 .map(|candidate| (candidate.upstream, candidate.region)),
@@ -274,17 +309,19 @@ impl<'p> Decision<'p> {
         match &self.outcome {
             Outcome::Redirect { route, .. }
             | Outcome::Candidates { route, .. }
+            | Outcome::Resolve { route, .. }
             | Outcome::AnswerApiVersion { route } => Some(*route),
             Outcome::Reject(_) | Outcome::NotRegistry => None,
         }
     }
 
-    /// Returns a short name for the outcome: `redirect`, `candidates`, `answer`,
-    /// `reject` or `not_registry`.
+    /// Returns a short name for the outcome: `redirect`, `candidates`,
+    /// `resolve`, `answer`, `reject` or `not_registry`.
     pub fn outcome_name(&self) -> &'static str {
         match self.outcome {
             Outcome::Redirect { .. } => "redirect",
             Outcome::Candidates { .. } => "candidates",
+            Outcome::Resolve { .. } => "resolve",
             Outcome::AnswerApiVersion { .. } => "answer",
             Outcome::Reject(_) => "reject",
             Outcome::NotRegistry => "not_registry",
@@ -302,6 +339,20 @@ impl fmt::Display for Decision<'_> {
         writeln!(f)?;
         if let Some(location) = self.location() {
             writeln!(f, "location: {location}")?;
+        }
+        if let Outcome::Resolve { url, target, .. } = &self.outcome {
+            writeln!(f, "upstream url: {url}")?;
+            let blobs = match target.resolve() {
+                Some(settings) if settings.blob_proxy => {
+                    "redirected to storage, or streamed through when the upstream serves them"
+                }
+                _ => "redirected to storage",
+            };
+            writeln!(
+                f,
+                "resolve: the server fetches with a token from upstream {}; documents pass through, blobs are {blobs}",
+                target.name()
+            )?;
         }
         if let Outcome::Reject(rejection) = &self.outcome {
             writeln!(f, "error: {} {}", rejection.code, rejection.message)?;
@@ -402,10 +453,17 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
     let host = requested_host(request.query, request.host);
     let name = path.name();
     let route = choose_route(policy, client_rules, label, kind, name, host, client.addr);
+    let resolves = route.upstream.resolve().is_some();
     if kind == RequestKind::ApiVersionCheck
-        && route.upstream.api_version_check() == ApiVersionCheck::Answer
+        && (resolves || route.upstream.api_version_check() == ApiVersionCheck::Answer)
     {
+        // In resolve mode the server authenticates itself, so the client
+        // must never meet the upstream's challenge.
         return decision(Some(kind), Outcome::AnswerApiVersion { route });
+    }
+    if let (true, Some(base)) = (resolves, route.upstream.base()) {
+        let outcome = resolve_outcome(route, route.upstream, base, &path, request.query);
+        return decision(Some(kind), outcome);
     }
 
     let outcome = redirect_outcome(
@@ -504,6 +562,9 @@ fn redirect_outcome<'p>(
         };
     };
     if !needs_checks {
+        if target.resolve().is_some() {
+            return resolve_outcome(route, target, base, path, query);
+        }
         let location = target.location(base, path, query);
         return Outcome::Redirect {
             status,
@@ -514,6 +575,9 @@ fn redirect_outcome<'p>(
         };
     }
 
+    // NOTE: a default upstream with auth = "resolve" that ends a list of
+    // candidates is redirected to like any other candidate, because the
+    // checks pick among redirects.
     let mut candidates: Vec<Candidate<'p>> = Vec::new();
     visit_all(&mut |upstream, base, region| {
         let location = upstream.location(base, path, query);
@@ -536,6 +600,29 @@ fn redirect_outcome<'p>(
         status,
         candidates,
         route,
+    }
+}
+
+/// Builds the resolve-mode outcome for a request to `target`, whose base
+/// is `base`.
+fn resolve_outcome<'p>(
+    route: Route<'p>,
+    target: &'p Upstream,
+    base: &str,
+    path: &RegistryPath<'_>,
+    query: Option<&str>,
+) -> Outcome<'p> {
+    let by_digest = match *path {
+        RegistryPath::Blob { .. } => true,
+        RegistryPath::Manifest { reference, .. } => reference.contains(':'),
+        _ => false,
+    };
+    Outcome::Resolve {
+        route,
+        target,
+        url: target.location(base, path, query),
+        repository: target.upstream_repository(path.name().unwrap_or_default()),
+        by_digest,
     }
 }
 
@@ -1285,5 +1372,120 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    fn resolve_policy() -> Policy {
+        let mut spec = PolicySpec::new("k8s");
+        spec.upstreams
+            .insert("k8s".into(), UpstreamSpec::new("https://registry.k8s.io"));
+        spec.upstreams.insert(
+            "hub".into(),
+            UpstreamSpec {
+                library_prefix: true,
+                auth: crate::policy::UpstreamAuth::Resolve,
+                ..UpstreamSpec::new("https://registry-1.docker.io")
+            },
+        );
+        spec.rules.push(RuleSpec {
+            clients: vec!["192.168.0.0/24".into()],
+            ..RuleSpec::new("lab", "hub")
+        });
+        Policy::compile(&spec).unwrap()
+    }
+
+    #[test]
+    fn resolve_upstream_gets_resolve_outcome() {
+        let policy = resolve_policy();
+        let cases = [
+            (
+                "/v2/nginx/manifests/latest",
+                "https://registry-1.docker.io/v2/library/nginx/manifests/latest",
+                false,
+            ),
+            (
+                &format!("/v2/nginx/manifests/{DIGEST}"),
+                &format!("https://registry-1.docker.io/v2/library/nginx/manifests/{DIGEST}"),
+                true,
+            ),
+            (
+                &format!("/v2/team/app/blobs/{DIGEST}"),
+                &format!("https://registry-1.docker.io/v2/team/app/blobs/{DIGEST}"),
+                true,
+            ),
+            (
+                "/v2/nginx/tags/list",
+                "https://registry-1.docker.io/v2/library/nginx/tags/list",
+                false,
+            ),
+        ];
+        for (path, expected_url, expected_by_digest) in cases {
+            let decision = Request::get(path).peer("192.168.0.9").decide(&policy);
+            let Outcome::Resolve {
+                url,
+                repository,
+                by_digest,
+                target,
+                ..
+            } = &decision.outcome
+            else {
+                panic!(
+                    "{path}: expected a resolve outcome, got {:?}",
+                    decision.outcome
+                );
+            };
+            assert_eq!(url, expected_url);
+            assert_eq!(*by_digest, expected_by_digest, "{path}");
+            assert_eq!(target.name(), "hub");
+            let expected_repository = if path.contains("team/app") {
+                "team/app"
+            } else {
+                "library/nginx"
+            };
+            assert_eq!(repository, expected_repository);
+            assert_eq!(decision.outcome_name(), "resolve");
+            assert_eq!(decision.status(), None);
+            assert_eq!(decision.upstream_url(), Some(expected_url));
+        }
+    }
+
+    #[test]
+    fn resolve_upstream_answers_api_version_check() {
+        let policy = resolve_policy();
+        let decision = Request::get("/v2/").peer("192.168.0.9").decide(&policy);
+        assert!(matches!(decision.outcome, Outcome::AnswerApiVersion { .. }));
+        assert_eq!(decision.route().unwrap().upstream.name(), "hub");
+    }
+
+    #[test]
+    fn resolve_without_client_is_503() {
+        let policy = resolve_policy();
+        let decision = Request::get("/v2/nginx/manifests/latest")
+            .peer("192.168.0.9")
+            .decide(&policy);
+        let response = decision.into_response().unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.body().contains(r#""code":"UNSUPPORTED""#));
+        assert!(
+            response.body().contains("auth = \\\"resolve\\\""),
+            "{}",
+            response.body()
+        );
+    }
+
+    #[test]
+    fn explanation_shows_resolve_url() {
+        let policy = resolve_policy();
+        let decision = Request::get("/v2/nginx/manifests/latest")
+            .peer("192.168.0.9")
+            .decide(&policy);
+        let text = decision.to_string();
+        assert!(text.starts_with("decision: resolve\n"), "{text}");
+        assert!(
+            text.contains(
+                "upstream url: https://registry-1.docker.io/v2/library/nginx/manifests/latest\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("blobs are redirected to storage"), "{text}");
     }
 }

@@ -8,6 +8,9 @@
 //!   HTML body that links the location, as Go's `http.Redirect` writes one.
 //! - The API version check gets 200 with an empty JSON object, as the
 //!   reference registry does.
+//! - A resolve-mode request ([`Outcome::Resolve`]) needs a server that
+//!   fetches from the upstream; here it gets 503 with an `UNSUPPORTED`
+//!   OCI error that names the missing resolver.
 //! - A rejection gets an OCI error body
 //!   (`{"errors":[{"code":"NAME_INVALID","message":"...","detail":null}]}`),
 //!   and 405 adds `Allow: GET, HEAD`.
@@ -95,6 +98,7 @@ impl Decision<'_> {
                 response
             }
             Outcome::Reject(rejection) => rejection_response(&rejection, is_head),
+            Outcome::Resolve { .. } => rejection_response(&RESOLVE_WITHOUT_CLIENT, is_head),
             Outcome::NotRegistry => return None,
         };
         response
@@ -164,6 +168,12 @@ fn redirect_html_len(status: StatusCode, location: &[u8]) -> usize {
         .sum();
     "<a href=\"".len() + escaped + "\">".len() + text.len() + "</a>.\n".len()
 }
+
+const RESOLVE_WITHOUT_CLIENT: Rejection = Rejection {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    code: crate::decision::ErrorCode::Unsupported,
+    message: "the upstream chosen for this request has auth = \"resolve\", which needs a server with an HTTP client to fetch from it; give the layer a resolver or set auth = \"none\"",
+};
 
 const INVALID_LOCATION: Rejection = Rejection {
     status: StatusCode::INTERNAL_SERVER_ERROR,

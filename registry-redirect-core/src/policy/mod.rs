@@ -50,10 +50,14 @@ use crate::client::TrustedProxies;
 use crate::path::RequestKind;
 use crate::ranges::RangeTable;
 
+pub mod resolve;
 mod rule;
 mod spec;
 mod upstream;
 
+pub use resolve::{
+    Credentials, CredentialsSpec, Password, ResolveSettings, UpstreamAuth, DEFAULT_TAG_TTL,
+};
 pub use rule::{ClientLabel, Rule};
 pub use spec::{
     ApiVersionCheck, CanarySpec, FieldPath, FieldSegment, ForwardedHeader, HealthCheckSpec,

@@ -6,6 +6,7 @@ use std::fmt;
 
 pub use crate::client::ForwardedHeader;
 use crate::path::RequestKind;
+use crate::policy::resolve::{CredentialsSpec, UpstreamAuth};
 
 /// The redirect status used when the policy names none.
 pub const DEFAULT_REDIRECT_STATUS: u16 = 307;
@@ -125,6 +126,22 @@ pub struct UpstreamSpec {
     /// Periodic `GET /v2/` probes; an upstream that fails them is skipped.
     #[cfg_attr(feature = "serde", serde(default))]
     pub health_check: Option<HealthCheckSpec>,
+    /// Whether clients are redirected (`none`, the default) or a server
+    /// fetches from the upstream with a token itself (`resolve`).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub auth: UpstreamAuth,
+    /// In resolve mode: whether a blob that the upstream serves itself,
+    /// instead of redirecting to storage, is streamed through the server.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub blob_proxy: bool,
+    /// In resolve mode: seconds that documents fetched by tag stay cached
+    /// (default 30; 0 turns caching of them off).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub tag_ttl_seconds: Option<u64>,
+    /// In resolve mode: the credentials for the token endpoint; anonymous
+    /// without them.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub credentials: Option<CredentialsSpec>,
 }
 
 /// What an upstream serves.
@@ -201,6 +218,10 @@ impl UpstreamSpec {
             fallbacks: BTreeMap::new(),
             verify_blobs: false,
             health_check: None,
+            auth: UpstreamAuth::None,
+            blob_proxy: false,
+            tag_ttl_seconds: None,
+            credentials: None,
         }
     }
 }
@@ -428,6 +449,17 @@ pub enum PolicyErrorKind {
         upstream: String,
         /// The setting.
         field: &'static str,
+    },
+    /// A resolve-mode setting conflicts with another setting of the
+    /// upstream, or is missing.
+    #[error("upstream \"{upstream}\" has an invalid {field}: {reason}")]
+    InvalidResolveUpstream {
+        /// The upstream's name.
+        upstream: String,
+        /// The key, such as `auth` or `credentials.password_file`.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
     },
     /// A host pattern is not a host name.
     #[error("rule \"{rule}\" has an invalid host \"{host}\" (expected a host name such as docker.io or *.example.com, without scheme or port)")]

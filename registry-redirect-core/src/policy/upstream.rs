@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::resolve::{compile_resolve, ResolveSettings, UpstreamAuth};
 use super::spec::{
     ApiVersionCheck, FieldPath, HealthCheckSpec, PolicyError, PolicyErrorKind, UpstreamKind,
     UpstreamSpec,
@@ -47,6 +48,8 @@ pub struct Upstream {
     blob_path: (String, String),
     verify_blobs: bool,
     health_check: Option<HealthCheckSpec>,
+    /// The resolve-mode settings, for `auth = "resolve"`.
+    resolve: Option<ResolveSettings>,
 }
 
 impl Upstream {
@@ -108,6 +111,34 @@ impl Upstream {
     /// Returns the health probe settings, if the upstream is probed.
     pub fn health_check(&self) -> Option<&HealthCheckSpec> {
         self.health_check.as_ref()
+    }
+
+    /// Returns how a server reaches this upstream: by redirect or by
+    /// fetching with a token (resolve mode).
+    pub fn auth(&self) -> UpstreamAuth {
+        if self.resolve.is_some() {
+            UpstreamAuth::Resolve
+        } else {
+            UpstreamAuth::None
+        }
+    }
+
+    /// Returns the resolve-mode settings, for an upstream with
+    /// `auth = "resolve"`.
+    pub fn resolve(&self) -> Option<&ResolveSettings> {
+        self.resolve.as_ref()
+    }
+
+    /// Returns the repository name at this upstream for a name the client
+    /// requested: with `path_prefix` and, for one-component names with
+    /// `library_prefix`, `library/` in front. Token scopes name it.
+    pub fn upstream_repository(&self, name: &str) -> String {
+        let library = if self.library_prefix && !name.contains('/') {
+            "library/"
+        } else {
+            ""
+        };
+        format!("{}{library}{name}", self.path_prefix)
     }
 
     /// Returns whether a server should check this upstream at runtime
@@ -396,6 +427,7 @@ pub(crate) fn compile_upstream(
     }
 
     let path_prefix = compile_path_prefix(name, spec, &location, errors);
+    let resolve = compile_resolve(name, spec, &location, errors);
     let blob_path = compile_blob_path(spec, errors, &regional_error);
     if let Some(check) = &spec.health_check {
         for (field, value) in [
@@ -437,6 +469,7 @@ pub(crate) fn compile_upstream(
         blob_path,
         verify_blobs: spec.verify_blobs,
         health_check: spec.health_check.clone(),
+        resolve,
     })
 }
 
