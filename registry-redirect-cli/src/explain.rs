@@ -31,7 +31,7 @@ pub enum OutputFormat {
     #[default]
     Text,
     /// One JSON object with the fields decision, status, location,
-    /// upstream, rule, rule_index, canary, candidates, kind, client,
+    /// upstream_url, upstream, rule, rule_index, canary, candidates, kind, client,
     /// client_source, peer, cloud, region, error_code, message and note
     /// (null where they do not apply).
     Json,
@@ -90,12 +90,16 @@ impl RequestSpec {
 /// apply to the decision are `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
-    /// `redirect`, `candidates`, `answer`, `reject` or `not_registry`.
+    /// `redirect`, `candidates`, `resolve`, `answer`, `reject` or
+    /// `not_registry`.
     pub decision: &'static str,
-    /// The response status; `null` for `not_registry`.
+    /// The response status; `null` for `not_registry`, and for `resolve`,
+    /// whose status comes from the upstream.
     pub status: Option<u16>,
     /// The `Location` of a redirect, or of the first candidate.
     pub location: Option<String>,
+    /// The URL that a `resolve` decision fetches from, with a token.
+    pub upstream_url: Option<String>,
     /// The upstream chosen.
     pub upstream: Option<String>,
     /// The rule that chose the upstream; `null` when the default upstream
@@ -176,6 +180,7 @@ impl Explanation {
             decision: decision.outcome_name(),
             status: decision.status().map(|status| status.as_u16()),
             location: decision.location().map(str::to_owned),
+            upstream_url: decision.upstream_url().map(str::to_owned),
             upstream: route.map(|route| route.upstream.name().to_owned()),
             rule: rule.map(|rule| rule.name().to_owned()),
             rule_index: rule.map(|rule| rule.index()),
@@ -361,6 +366,30 @@ mod tests {
     }
 
     #[test]
+    fn resolve_shows_upstream_url() {
+        let text = "default_upstream = \"k8s\"\n\
+                    [upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n\
+                    [upstreams.hub]\nurl = \"https://registry-1.docker.io\"\n\
+                    library_prefix = true\nauth = \"resolve\"\n\
+                    [[rules]]\nname = \"lab\"\nclients = [\"192.168.0.0/24\"]\nupstream = \"hub\"\n";
+        let config = Config::parse("config.toml", text).unwrap();
+        let target = format!("/v2/nginx/manifests/{DIGEST}");
+        let request = RequestSpec::new(Method::HEAD, target, "192.168.0.9".parse().unwrap());
+        let explanation = Explanation::of(&config.policy, &request);
+        assert_eq!(explanation.decision, "resolve");
+        assert_eq!(explanation.status, None);
+        assert_eq!(explanation.location, None);
+        assert_eq!(
+            explanation.upstream_url.as_deref(),
+            Some(
+                format!("https://registry-1.docker.io/v2/library/nginx/manifests/{DIGEST}")
+                    .as_str()
+            )
+        );
+        assert_eq!(explanation.upstream.as_deref(), Some("hub"));
+    }
+
+    #[test]
     fn json_has_every_field() {
         let config = Config::builtin().unwrap();
         let request = RequestSpec::new(Method::GET, "/v2/", "192.168.0.9".parse().unwrap());
@@ -370,6 +399,7 @@ mod tests {
             "decision",
             "status",
             "location",
+            "upstream_url",
             "upstream",
             "rule",
             "rule_index",

@@ -171,6 +171,17 @@ fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize)
             health_check.interval_seconds
         ));
     }
+    if let Some(resolve) = upstream.resolve() {
+        options.push("auth resolve".to_owned());
+        if resolve.blob_proxy {
+            options.push("blob_proxy".to_owned());
+        }
+        options.push(format!("tag_ttl {} s", resolve.tag_ttl.as_secs()));
+        // The user name only: the password is never shown.
+        if let Some(credentials) = &resolve.credentials {
+            options.push(format!("credentials of {}", credentials.username));
+        }
+    }
     if !options.is_empty() {
         write!(f, "  ({})", options.join(", "))?;
     }

@@ -44,6 +44,7 @@
 //! ```
 
 mod blob_checks;
+mod credentials;
 mod error;
 mod position;
 mod ranges;
@@ -110,8 +111,20 @@ impl Config {
     }
 
     /// Parses and checks the text of a configuration file whose range
-    /// files, when named with relative paths, are in `dir`.
+    /// files and password files, when named with relative paths, are in
+    /// `dir`.
     pub fn parse_in(file: &str, text: &str, dir: &Path) -> Result<Config, ConfigErrors> {
+        Config::parse_with_env(file, text, dir, &credentials::process_env)
+    }
+
+    /// [`Config::parse_in`] with `env` in place of the process environment,
+    /// for `password_env`.
+    fn parse_with_env(
+        file: &str,
+        text: &str,
+        dir: &Path,
+        env: credentials::EnvLookup<'_>,
+    ) -> Result<Config, ConfigErrors> {
         let mut reader = Reader::new(file, text);
         let (document, syntax_errors) = DeTable::parse_recoverable(text);
         if reader.push_syntax_errors(syntax_errors) {
@@ -120,9 +133,15 @@ impl Config {
         let root = document.get_ref();
 
         let parts = reader.read_document(root);
-        let (Some(parts), true) = (parts, reader.errors.is_empty()) else {
+        let (Some(mut parts), true) = (parts, reader.errors.is_empty()) else {
             return Err(reader.into_errors());
         };
+        for (path, message) in credentials::load_passwords(&mut parts.spec, dir, env) {
+            reader.push(span_of_field(root, &path).start, message);
+        }
+        if !reader.errors.is_empty() {
+            return Err(reader.into_errors());
+        }
 
         let loaded = ranges::load(&parts.client_ranges, dir);
         for error in &loaded.errors {

@@ -748,3 +748,157 @@ fn unused_blob_checks_warn() {
         ]
     );
 }
+
+const RESOLVE: &str = r#"default_upstream = "hub"
+
+[upstreams.hub]
+url = "http://127.0.0.1:5999"
+auth = "resolve"
+[upstreams.hub.credentials]
+username = "puller"
+"#;
+
+/// Parses `text` with `HUB_PASSWORD` set to `env_value` (unset for `None`),
+/// and password files in `dir`.
+fn parse_resolve(text: &str, dir: &Path, env_value: Option<&str>) -> Result<Config, Vec<String>> {
+    let env = |name: &str| {
+        (name == "HUB_PASSWORD")
+            .then(|| env_value.map(str::to_owned))
+            .flatten()
+    };
+    Config::parse_with_env("config.toml", text, dir, &env).map_err(|errors| {
+        errors
+            .0
+            .iter()
+            .map(|error| {
+                format!(
+                    "{}:{}: {}",
+                    error.position.line, error.position.column, error.message
+                )
+            })
+            .collect()
+    })
+}
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-credentials-{name}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn resolve_keys_load() {
+    let text = RESOLVE.replace(
+        "auth = \"resolve\"",
+        "auth = \"resolve\"\nblob_proxy = true\ntag_ttl_seconds = 0",
+    ) + "password_env = \"HUB_PASSWORD\"\n";
+    let config = parse_resolve(&text, Path::new(""), Some("secret")).unwrap();
+    let hub = config.policy.upstream("hub").unwrap();
+    let settings = hub.resolve().expect("resolve settings");
+    assert!(settings.blob_proxy);
+    assert_eq!(settings.tag_ttl, Duration::ZERO);
+    let credentials = settings.credentials.as_ref().unwrap();
+    assert_eq!(credentials.username, "puller");
+    assert_eq!(credentials.password.expose(), "secret");
+    assert!(!format!("{config:?}").contains("secret"));
+}
+
+#[test]
+fn password_file_trailing_newline_trimmed() {
+    let dir = scratch_dir("trim");
+    for (contents, expected) in [
+        ("secret\n", "secret"),
+        ("secret\r\n", "secret"),
+        ("secret", "secret"),
+        ("two\nlines\n", "two\nlines"),
+    ] {
+        std::fs::write(dir.join("hub-password"), contents).unwrap();
+        let text = format!("{RESOLVE}password_file = \"hub-password\"\n");
+        let config = parse_resolve(&text, &dir, None).unwrap();
+        let settings = config.policy.upstream("hub").unwrap().resolve().unwrap();
+        let password = settings.credentials.as_ref().unwrap().password.expose();
+        assert_eq!(password, expected, "{contents:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn credential_loading_errors_name_key() {
+    let dir = scratch_dir("errors");
+    std::fs::write(dir.join("empty"), "\n").unwrap();
+    let missing = dir.join("missing");
+    let cases = [
+        (
+            "password_env = \"HUB_PASSWORD\"\n".to_owned(),
+            None,
+            "8:16: upstreams.hub.credentials.password_env: environment variable HUB_PASSWORD \
+             is not set or not valid UTF-8 (expected the password)"
+                .to_owned(),
+        ),
+        (
+            "password_env = \"HUB_PASSWORD\"\n".to_owned(),
+            Some(""),
+            "8:16: upstreams.hub.credentials.password_env: environment variable HUB_PASSWORD \
+             is empty (expected the password)"
+                .to_owned(),
+        ),
+        (
+            "password_file = \"empty\"\n".to_owned(),
+            None,
+            format!(
+                "8:17: upstreams.hub.credentials.password_file: \"{}\" is empty (expected the \
+                 password, optionally followed by a newline)",
+                dir.join("empty").display()
+            ),
+        ),
+        (
+            format!("password_file = \"{}\"\n", missing.display()),
+            None,
+            format!(
+                "8:17: upstreams.hub.credentials.password_file: failed to read \"{}\": No such \
+                 file or directory (os error 2)",
+                missing.display()
+            ),
+        ),
+        (
+            "password_file = \"empty\"\npassword_env = \"HUB_PASSWORD\"\n".to_owned(),
+            Some("secret"),
+            "9:16: upstreams.hub.credentials.password_env: set exactly one of password_file \
+             and password_env, not both"
+                .to_owned(),
+        ),
+        (
+            String::new(),
+            Some("secret"),
+            "6:16: upstreams.hub.credentials: missing password_file or password_env (set \
+             exactly one, such as password_file = \"/run/secrets/hub-password\")"
+                .to_owned(),
+        ),
+    ];
+    for (keys, env_value, expected) in cases {
+        let text = format!("{RESOLVE}{keys}");
+        let errors = parse_resolve(&text, &dir, env_value).unwrap_err();
+        assert_eq!(errors, [expected], "{keys}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resolve_conflicts_are_config_errors() {
+    let text = RESOLVE.replace(
+        "auth = \"resolve\"",
+        "auth = \"resolve\"\nverify_blobs = true",
+    ) + "password_env = \"HUB_PASSWORD\"\n";
+    let errors = parse_resolve(&text, Path::new(""), Some("secret")).unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "6:16: upstreams.hub.verify_blobs: upstream \"hub\" has an invalid verify_blobs: \
+          does not apply with auth = \"resolve\", because the server asks the upstream for \
+          every blob itself; remove it"
+        ]
+    );
+}
