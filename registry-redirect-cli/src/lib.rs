@@ -9,6 +9,8 @@
 //! - [`fetch`]: `ranges fetch`, which downloads the published range files.
 //! - [`download`]: the HTTP client that `ranges fetch` downloads with.
 //! - [`logging`]: where `serve` writes its log, and at which level.
+//! - [`watch`]: `serve --watch`, which reloads when the configuration files
+//!   change.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,3 +22,4 @@ pub mod fetch;
 pub mod logging;
 pub mod serve;
 pub mod summary;
+pub mod watch;

@@ -23,6 +23,7 @@ use registry_redirect_cli::serve::{
     self, ConnectionSettings, Reloader, ServeError, ShutdownSignals,
 };
 use registry_redirect_cli::summary::Summary;
+use registry_redirect_cli::watch::{self, WatchError};
 use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
 
 /// Redirects OCI registry pulls (/v2/...) to the registry that a policy
@@ -118,6 +119,12 @@ struct ServeArgs {
     /// time too.
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     header_read_timeout: u64,
+    /// Reload when the configuration file or a range file it names changes
+    /// on disk, as SIGHUP does: after 200 ms without further changes, and
+    /// only when a file's content changed. Follows files replaced by rename
+    /// and Kubernetes ConfigMap updates.
+    #[arg(long, requires = "config")]
+    watch: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,6 +184,8 @@ enum CliError {
     LogFilter(#[from] LogFilterError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("failed to start the Tokio runtime: {0}")]
     Runtime(std::io::Error),
     #[error("ranges fetch: every source is skipped, so there is nothing to fetch (give a source with --source NAME=URL)")]
@@ -200,6 +209,7 @@ impl CliError {
             | CliError::NoSources => 2,
             CliError::Load(LoadError::Invalid(_))
             | CliError::Serve(_)
+            | CliError::Watch(_)
             | CliError::Runtime(_)
             | CliError::OutputDir { .. }
             | CliError::Downloader(_)
@@ -384,8 +394,15 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         // event altogether. The filter is fixed for the life of the process.
         let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
         let handle = PolicyHandle::new(config.policy.clone());
+        let mut watching = None;
         if let Some(path) = &args.config {
             let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config);
+            if args.watch {
+                watching = Some(watch::watch_files(
+                    reloader.clone(),
+                    watch::DEFAULT_QUIET_PERIOD,
+                )?);
+            }
             serve::reload_on_hangup(reloader)?;
         }
         let mut layer = RegistryRedirectLayer::with_handle(handle)
@@ -396,6 +413,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         }
         let timeout = Duration::from_secs(args.shutdown_timeout);
         serve::run(listener, serve::router(layer), signals, timeout, settings).await;
+        drop(watching);
         if let Some(checks) = &checks {
             checks.health().stop();
         }
