@@ -13,5 +13,5 @@ mod runner;
 
 #[test]
 fn skopeo_pull_lands_on_matching_registry() {
-    runner::run_script("pull", "pull.sh");
+    runner::run_script("pull", "pull.sh", &[]);
 }

@@ -17,5 +17,5 @@ mod runner;
 
 #[test]
 fn region_pull_falls_back_per_blob() {
-    runner::run_script("region", "regions.sh");
+    runner::run_script("region", "regions.sh", &[]);
 }

@@ -1,6 +1,6 @@
-# Shared helpers of the end-to-end scripts (pull.sh, regions.sh): check
-# bookkeeping, cleanup, network namespaces, OCI image layouts, registries,
-# the redirector and pulls with skopeo.
+# Shared helpers of the end-to-end scripts (pull.sh, regions.sh,
+# resolve.sh): check bookkeeping, cleanup, network namespaces, OCI image
+# layouts, registries, the redirector and pulls with skopeo.
 #
 # Source it right after `set -euo pipefail`. Sourcing installs the cleanup
 # trap: on exit (success, failure or SIGINT/SIGTERM) it stops every process
@@ -175,9 +175,12 @@ create_workdir() {
 # Each run takes the first free slot of four /24s in 10.200.0.0/16, so it
 # never meets the addresses of another run or of a run that was killed.
 # Within slot S:
-#   10.200.S.1/32     the services (registries and redirector), host only
+#   10.200.S.1/32     the services (registries and redirector), host only;
+#                     resolve.sh adds S.2 to S.4 for more services
 #   10.200.S+1.0/24   client network A (host .1, namespace .2)
 #   10.200.S+2.0/24   client network B (host .1, namespace .2)
+#   10.200.S+3.0/24   client network C, used by resolve.sh only; the check
+#                     below can skip it, because it belongs to slot S alone
 pick_subnet_slot() {
     local used slot octet
     used=$(ip -4 -o address show; ip -4 route show table all)
@@ -226,11 +229,20 @@ setup_service_address() {
     ip link set "$peer" up
 }
 
-# setup_client_namespace NAMESPACE NETWORK SERVICE_IP: makes NAMESPACE with
-# the address NETWORK.2/24, linked to the host's NETWORK.1. NETWORK is the
-# first three octets.
+# add_service_address LINK ADDRESS: puts one more ADDRESS/32 on the host end
+# LINK that setup_service_address made, for a script whose services need
+# distinct addresses.
+add_service_address() {
+    ip address add "$2/32" dev "$1"
+}
+
+# setup_client_namespace NAMESPACE NETWORK SERVICE_IP...: makes NAMESPACE with
+# the address NETWORK.2/24, linked to the host's NETWORK.1, with a route to
+# each SERVICE_IP. NETWORK is the first three octets.
 setup_client_namespace() {
-    local ns=$1 net=$2 service_ip=$3
+    local ns=$1 net=$2
+    shift 2
+    local service_ip
     local host_end=${ns}h ns_end=${ns}n
 
     namespaces+=("$ns")
@@ -244,8 +256,10 @@ setup_client_namespace() {
     ip -n "$ns" link set lo up
     ip -n "$ns" address add "$net.2/24" dev "$ns_end"
     ip -n "$ns" link set "$ns_end" up
-    # The only route out of the namespace leads to the service address.
-    ip -n "$ns" route add "$service_ip/32" via "$net.1"
+    # The only routes out of the namespace lead to the service addresses.
+    for service_ip in "$@"; do
+        ip -n "$ns" route add "$service_ip/32" via "$net.1"
+    done
 }
 
 # --- images ----------------------------------------------------------------
@@ -346,28 +360,30 @@ write_skopeo_policy() {
     printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$SKOPEO_POLICY"
 }
 
-# wait_for_http NAME PID URL: waits until URL returns 200, failing early if
-# PID exits.
+# wait_for_http NAME PID URL [STATUS]: waits until URL returns STATUS
+# (default 200), failing early if PID exits.
 wait_for_http() {
-    local name=$1 pid=$2 url=$3
+    local name=$1 pid=$2 url=$3 expected=${4:-200}
     local deadline=$((SECONDS + STARTUP_TIMEOUT_SECS))
     while ((SECONDS < deadline)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             die "$name exited before accepting connections on $url"
         fi
-        if [[ "$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$url" || true)" == 200 ]]; then
+        if [[ "$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$url" || true)" == "$expected" ]]; then
             return 0
         fi
         sleep 0.2
     done
-    die "$name timed out: $url did not return 200 within ${STARTUP_TIMEOUT_SECS}s"
+    die "$name timed out: $url did not return $expected within ${STARTUP_TIMEOUT_SECS}s"
 }
 
-# start_registry NAME ADDRESS: starts a registry (Debian's docker-registry,
-# distribution 2.8), waits until it serves, and sets started_pid. Its
-# JSON log goes to logs/registry-NAME.log, and blob deletion is enabled.
+# start_registry NAME ADDRESS [AUTH_YAML]: starts a registry (Debian's
+# docker-registry, distribution 2.8), waits until it serves, and sets
+# started_pid. Its JSON log goes to logs/registry-NAME.log, its blobs to
+# storage-NAME/docker/registry/v2/blobs, and blob deletion is enabled.
+# AUTH_YAML is the config's top-level auth section, if any.
 start_registry() {
-    local name=$1 address=$2
+    local name=$1 address=$2 auth=${3:-}
     local config=$workdir/registry-$name.yml
     # log.formatter json: the checks read the "response completed" lines
     # with jq. The combined access log goes to stdout.
@@ -384,13 +400,18 @@ storage:
 http:
   addr: $address
   secret: registry-redirect-e2e
+$auth
 EOF
     docker-registry serve "$config" \
         >"$workdir/logs/registry-$name.access.log" \
         2>"$workdir/logs/registry-$name.log" &
     started_pid=$!
     pids+=("$started_pid")
-    wait_for_http "registry $name" "$started_pid" "http://$address/v2/"
+    # With auth, /v2/ returns 401 and the challenge to a request without
+    # credentials.
+    local expected_status=200
+    [[ -z "$auth" ]] || expected_status=401
+    wait_for_http "registry $name" "$started_pid" "http://$address/v2/" "$expected_status"
 }
 
 # push_image NAME LAYOUT ADDRESS

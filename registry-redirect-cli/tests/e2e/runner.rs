@@ -2,9 +2,9 @@
 //! binary, after checking that this machine can run it.
 //!
 //! The scripts need root and the Debian packages iproute2, docker-registry,
-//! skopeo, curl and jq. Without them the test fails and names the packages
-//! to install, unless `REGISTRY_REDIRECT_SKIP_E2E=1` is set, in which case it
-//! skips.
+//! skopeo, curl and jq, and some scripts more (their callers list them).
+//! Without them the test fails and names the packages to install, unless
+//! `REGISTRY_REDIRECT_SKIP_E2E=1` is set, in which case it skips.
 
 use std::env;
 use std::os::unix::fs::MetadataExt;
@@ -47,18 +47,21 @@ fn is_root() -> bool {
 }
 
 /// Lists what keeps this machine from running the script, one entry per
-/// problem.
-fn missing_prerequisites() -> Vec<String> {
+/// problem. `extra_tools` are the script's tools beyond `REQUIRED_TOOLS`.
+fn missing_prerequisites(extra_tools: &[(&str, &str)]) -> Vec<String> {
     let mut missing = Vec::new();
     if !is_root() {
         missing.push("root privileges (the script creates network namespaces)".to_string());
     }
 
-    let packages: Vec<&str> = REQUIRED_TOOLS
+    let mut packages: Vec<&str> = REQUIRED_TOOLS
         .iter()
+        .chain(extra_tools)
         .filter(|(tool, _)| !is_on_path(tool))
         .map(|(_, package)| *package)
         .collect();
+    packages.sort_unstable();
+    packages.dedup();
     if !packages.is_empty() {
         missing.push(format!(
             "Debian packages {} (apt-get install -y --no-install-recommends {})",
@@ -114,14 +117,15 @@ fn run_with_deadline(script: &Path, args: &[&str], deadline: Duration) -> ExitSt
 }
 
 /// Runs `tests/e2e/{script}` with the binary under test and asserts that it
-/// passed. `name` names the test in messages.
-pub fn run_script(name: &str, script: &str) {
+/// passed. `name` names the test in messages, and `extra_tools` lists the
+/// script's tools beyond `REQUIRED_TOOLS`, each with its Debian package.
+pub fn run_script(name: &str, script: &str, extra_tools: &[(&str, &str)]) {
     if env::var(SKIP_VARIABLE).as_deref() == Ok("1") {
         eprintln!("e2e {name} test skipped because {SKIP_VARIABLE}=1");
         return;
     }
 
-    let missing = missing_prerequisites();
+    let missing = missing_prerequisites(extra_tools);
     assert!(
         missing.is_empty(),
         "the end-to-end {name} test cannot run on this machine; it needs: {}. \
