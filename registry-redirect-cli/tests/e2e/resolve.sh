@@ -1,0 +1,609 @@
+#!/usr/bin/env bash
+# End-to-end test: a real token-auth registry whose blobs are served from
+# separate storage, reached through registry-redirect.
+#
+# The upstream is built the way Docker Hub looks from outside:
+#  - a token issuer (token_issuer.py) that signs RS256 JWTs with an x5c
+#    certificate, gives anonymous clients pull on public repositories and
+#    its one user pull and push on everything;
+#  - Debian's docker-registry (distribution 2.8) with token auth trusting
+#    that certificate;
+#  - an nginx "front" that proxies /v2/ to the registry, but responds to a
+#    blob GET or HEAD only after the registry has accepted the client's
+#    token for it (auth_request), and then with a 307 to "storage";
+#  - "storage", a second nginx server that serves the registry's blob files
+#    under a random path per run and needs no token, like a pre-signed URL.
+# Each has its own log. The services have distinct addresses on the host,
+# and the clients run in network namespaces, so every log shows who
+# fetched what.
+#
+# Checks:
+#  1. The harness: skopeo copies the image straight from the front, a blob
+#     request without a token gets 401, and anonymous clients cannot read
+#     the private repository.
+#  2. Through a plain redirect (auth = "none", api_version_check =
+#     "redirect") skopeo fails with 401: the client gets a token from the
+#     challenge, but drops it on the redirect to the front's host. This is
+#     why resolve mode exists.
+#  3. containerd's path: containerd (`ctr content fetch`, the resolver that
+#     containerd's image pulls use) fetches the image through the plain
+#     redirect, because it authenticates again at the host it was
+#     redirected to.
+#
+# NOTE: the resolve-mode checks (skopeo copies through auth = "resolve",
+# and the logs show that blob bytes bypass the redirector) come with the
+# server's resolve mode.
+#
+# Usage: resolve.sh PATH_TO_REGISTRY_REDIRECT
+#        (or set REGISTRY_REDIRECT_BIN instead of passing the path)
+# Needs: root (network namespaces), ip, docker-registry, skopeo, curl, jq,
+#        nginx, openssl, python3, containerd, ctr, tar, gzip, sha256sum,
+#        timeout, flock.
+# Set REGISTRY_REDIRECT_E2E_KEEP=1 to keep the temp dir with all logs.
+#
+# The last line is "N passed, M failed"; the exit status is 0 only when
+# every check passed. On exit (success, failure or SIGINT/SIGTERM) the trap
+# that lib.sh installs stops every process, namespace, link and temp dir the
+# script made.
+set -euo pipefail
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly SCRIPT_DIR
+
+readonly TAG=1.0
+readonly REPOSITORY=e2e/hello
+# The issuer lets only its user read this repository and everything below.
+readonly PRIVATE_REPOSITORY=e2e/private
+
+readonly PLAIN_PORT=15201
+readonly REGISTRY_PORT=15202
+readonly FRONT_PORT=15203
+readonly STORAGE_PORT=15204
+readonly ISSUER_PORT=15205
+
+readonly SERVICE_NAME=registry-redirect-e2e
+readonly ISSUER_NAME=registry-redirect-e2e-issuer
+readonly USERNAME=e2e-user
+
+# Manifests and configs of the test image are a few hundred bytes, and the
+# large layer is LARGE_LAYER_BYTES of random data, which gzip cannot
+# shrink. A redirector body of at most MAX_DOCUMENT_BYTES is therefore a
+# document, never that layer.
+readonly LARGE_LAYER_BYTES=$((256 * 1024))
+readonly MAX_DOCUMENT_BYTES=$((16 * 1024))
+
+require_redirector_bin "${1:-}"
+check_prerequisites
+
+missing_tools=()
+for tool in nginx:nginx openssl:openssl python3:python3 containerd:containerd ctr:containerd; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing_tools+=("${tool%%:*} (Debian package ${tool#*:})")
+done
+((${#missing_tools[@]} == 0)) ||
+    die "missing tools: ${missing_tools[*]}; install them with apt-get install -y --no-install-recommends <package>"
+
+create_workdir
+
+# --- addresses --------------------------------------------------------------
+
+# The slot layout is described at pick_subnet_slot in lib.sh. This script
+# also uses the slot's fourth /24 (10.200.S+3.0/24), which no other run
+# picks, and puts each service on its own address in 10.200.S.0/24, so
+# that the front, storage and the issuer are different hosts to the
+# clients: Go's HTTP client drops Authorization on a redirect to another
+# host, and containerd keeps its tokens per host.
+lock_networks
+octet=$(pick_subnet_slot) || die "no free /24 left in 10.200.0.0/16 for the test networks"
+readonly SERVICE_IP=10.200.$octet.1
+readonly FRONT_IP=10.200.$octet.2
+readonly STORAGE_IP=10.200.$octet.3
+readonly ISSUER_IP=10.200.$octet.4
+readonly NET_A=10.200.$((octet + 1))
+readonly NET_B=10.200.$((octet + 2))
+readonly NET_C=10.200.$((octet + 3))
+readonly CLIENT_A_IP=$NET_A.2
+readonly CLIENT_B_IP=$NET_B.2
+readonly CLIENT_C_IP=$NET_C.2
+
+readonly PLAIN_REDIRECTOR=$SERVICE_IP:$PLAIN_PORT
+readonly REGISTRY=$SERVICE_IP:$REGISTRY_PORT
+readonly FRONT=$FRONT_IP:$FRONT_PORT
+readonly STORAGE=$STORAGE_IP:$STORAGE_PORT
+readonly ISSUER=$ISSUER_IP:$ISSUER_PORT
+
+# Interface names are at most 15 bytes, and "rr" + PID (<= 7 digits) + 3 fit.
+readonly PREFIX=rr$$
+# Client A pulls through resolve mode only, so the issuer's log shows
+# whether resolve mode let it meet a challenge. Client B runs the harness
+# and plain-redirect checks, client C containerd.
+readonly NS_A=${PREFIX}-a
+readonly NS_B=${PREFIX}-b
+readonly NS_C=${PREFIX}-c
+readonly LINK_SERVICE=${PREFIX}s0
+readonly LINK_SERVICE_PEER=${PREFIX}s1
+readonly SERVICE_IPS=("$SERVICE_IP" "$FRONT_IP" "$STORAGE_IP" "$ISSUER_IP")
+
+# --- network ---------------------------------------------------------------
+
+say "network: redirectors and registry on $SERVICE_IP, front $FRONT_IP, storage $STORAGE_IP, issuer $ISSUER_IP"
+say "clients: A $CLIENT_A_IP in $NS_A, B $CLIENT_B_IP in $NS_B, C $CLIENT_C_IP in $NS_C"
+setup_service_address "$LINK_SERVICE" "$LINK_SERVICE_PEER" "$SERVICE_IP" ||
+    die "could not create the service link $LINK_SERVICE"
+for address in "$FRONT_IP" "$STORAGE_IP" "$ISSUER_IP"; do
+    add_service_address "$LINK_SERVICE" "$address" ||
+        die "could not add $address to $LINK_SERVICE"
+done
+setup_client_namespace "$NS_A" "$NET_A" "${SERVICE_IPS[@]}" ||
+    die "could not create namespace $NS_A"
+setup_client_namespace "$NS_B" "$NET_B" "${SERVICE_IPS[@]}" ||
+    die "could not create namespace $NS_B"
+setup_client_namespace "$NS_C" "$NET_C" "${SERVICE_IPS[@]}" ||
+    die "could not create namespace $NS_C"
+unlock_networks
+
+# --- image -----------------------------------------------------------------
+
+build=$workdir/build
+mkdir -p "$build/base/etc" "$build/large"
+printf 'hello from the registry-redirect resolve test\n' >"$build/base/hello.txt"
+printf 'ID=e2e\n' >"$build/base/etc/os-release"
+head -c "$LARGE_LAYER_BYTES" /dev/urandom >"$build/large/random.bin"
+
+read -r IMAGE_DIGEST CONFIG_BLOB BASE_LAYER LARGE_LAYER < <(
+    write_image "$workdir/image" "$build/base" "$build/large"
+) || die "could not build the image"
+[[ -n "$LARGE_LAYER" ]] || die "the image build printed no digests"
+readonly ALL_BLOBS=("$CONFIG_BLOB" "$BASE_LAYER" "$LARGE_LAYER")
+say "image $IMAGE_DIGEST; large layer $LARGE_LAYER"
+
+# blob_size DIGEST: the size of a blob of the built image, in bytes.
+blob_size() {
+    size_of "$workdir/image/blobs/sha256/${1#sha256:}"
+}
+
+LARGE_LAYER_SIZE=$(blob_size "$LARGE_LAYER")
+readonly LARGE_LAYER_SIZE
+((LARGE_LAYER_SIZE > MAX_DOCUMENT_BYTES)) ||
+    die "the large layer has $LARGE_LAYER_SIZE bytes, not more than MAX_DOCUMENT_BYTES ($MAX_DOCUMENT_BYTES)"
+
+# --- token issuer ----------------------------------------------------------
+
+readonly TOKEN_DIR=$workdir/token
+readonly PASSWORD_FILE=$TOKEN_DIR/password
+readonly ISSUER_LOG=$workdir/logs/issuer.requests.log
+mkdir -p "$TOKEN_DIR"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 \
+    -subj "/CN=$ISSUER_NAME" \
+    -keyout "$TOKEN_DIR/key.pem" -out "$TOKEN_DIR/certificate.pem" \
+    >"$workdir/logs/openssl.log" 2>&1 ||
+    die "openssl could not make the issuer's key and certificate (see openssl.log)"
+openssl rand -hex 16 >"$PASSWORD_FILE"
+chmod 600 "$PASSWORD_FILE"
+PASSWORD=$(cat "$PASSWORD_FILE")
+readonly PASSWORD
+
+say "starting the token issuer on $ISSUER"
+python3 "$SCRIPT_DIR/token_issuer.py" --listen "$ISSUER" \
+    --key "$TOKEN_DIR/key.pem" --certificate "$TOKEN_DIR/certificate.pem" \
+    --issuer "$ISSUER_NAME" --service "$SERVICE_NAME" \
+    --username "$USERNAME" --password-file "$PASSWORD_FILE" \
+    --private-prefix "$PRIVATE_REPOSITORY" --log "$ISSUER_LOG" \
+    >"$workdir/logs/issuer.log" 2>&1 &
+pids+=("$!")
+wait_for_http "token issuer" "$!" "http://$ISSUER/token?service=$SERVICE_NAME"
+
+# --- registry --------------------------------------------------------------
+
+readonly STORAGE_ROOT=$workdir/storage-upstream
+
+say "starting docker-registry with token auth on $REGISTRY"
+start_registry upstream "$REGISTRY" "auth:
+  token:
+    realm: http://$ISSUER/token
+    service: $SERVICE_NAME
+    issuer: $ISSUER_NAME
+    rootcertbundle: $TOKEN_DIR/certificate.pem"
+
+write_skopeo_policy
+
+# push_to_registry REPOSITORY: pushes the image to the registry itself with
+# the user's credentials, which the issuer grants push.
+push_to_registry() {
+    local repository=$1
+    timeout "$SKOPEO_TIMEOUT_SECS" skopeo --policy "$SKOPEO_POLICY" copy --quiet \
+        --preserve-digests --dest-tls-verify=false \
+        --dest-creds "$USERNAME:$PASSWORD" \
+        "oci:$workdir/image:$TAG" "docker://$REGISTRY/$repository:$TAG" \
+        >"$workdir/logs/push-${repository//\//-}.log" 2>&1 ||
+        die "skopeo could not push to $REGISTRY/$repository (see push-${repository//\//-}.log)"
+}
+
+say "pushing the image to $REPOSITORY and $PRIVATE_REPOSITORY"
+push_to_registry "$REPOSITORY"
+push_to_registry "$PRIVATE_REPOSITORY"
+
+# --- front and storage (nginx) ---------------------------------------------
+
+# The random path is the storage URL's only secret, as in a pre-signed URL.
+STORAGE_SECRET=$(openssl rand -hex 16)
+readonly STORAGE_SECRET
+readonly NGINX_DIR=$workdir/nginx
+readonly FRONT_LOG=$workdir/logs/front.access.log
+readonly STORAGE_LOG=$workdir/logs/storage.access.log
+mkdir -p "$NGINX_DIR/temp"
+
+# nginx runs the access phase (auth_request) after the rewrite phase, where
+# `return` would send the 307 before any token check. So the front makes
+# the 307 in the content phase instead: it proxies the checked request to
+# the "signer" server on a unix socket, which returns the storage URL.
+cat >"$NGINX_DIR/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+# The workers read the blob files in the temp dir, which only root may.
+user root;
+pid $NGINX_DIR/nginx.pid;
+error_log $workdir/logs/nginx.error.log notice;
+
+events {
+    worker_connections 256;
+}
+
+http {
+    client_body_temp_path $NGINX_DIR/temp/client_body;
+    proxy_temp_path $NGINX_DIR/temp/proxy;
+    fastcgi_temp_path $NGINX_DIR/temp/fastcgi;
+    uwsgi_temp_path $NGINX_DIR/temp/uwsgi;
+    scgi_temp_path $NGINX_DIR/temp/scgi;
+
+    # The kind of credentials a request carried, never the credentials.
+    map \$http_authorization \$authorization_scheme {
+        default other;
+        "" none;
+        "~*^bearer " bearer;
+        "~*^basic " basic;
+    }
+
+    log_format e2e escape=json '{"client":"\$remote_addr","method":"\$request_method",'
+        '"uri":"\$request_uri","status":\$status,"bytes":\$body_bytes_sent,'
+        '"authorization":"\$authorization_scheme","location":"\$sent_http_location"}';
+    access_log off;
+
+    server {
+        listen $FRONT;
+        access_log $FRONT_LOG e2e;
+        client_max_body_size 0;
+
+        location /v2/ {
+            proxy_pass http://$REGISTRY;
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_http_version 1.1;
+            proxy_redirect off;
+        }
+
+        location ~ "^/v2/(?<repository>.+)/blobs/sha256:(?<hex_start>[0-9a-f]{2})(?<hex_rest>[0-9a-f]{62})\$" {
+            limit_except GET {
+                deny all;
+            }
+            auth_request /_token_check;
+            proxy_pass http://unix:$NGINX_DIR/signer.sock:/\$hex_start/\$hex_start\$hex_rest;
+            proxy_redirect off;
+        }
+
+        # Asks the registry whether the client's token may read this blob:
+        # 2xx lets the request through, and a 401 or 403 goes back to the
+        # client with the registry's WWW-Authenticate challenge.
+        location = /_token_check {
+            internal;
+            proxy_method HEAD;
+            proxy_pass http://$REGISTRY\$request_uri;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Real-IP \$remote_addr;
+        }
+    }
+
+    server {
+        listen unix:$NGINX_DIR/signer.sock;
+        access_log off;
+        location / {
+            return 307 http://$STORAGE/$STORAGE_SECRET\$uri/data;
+        }
+    }
+
+    server {
+        listen $STORAGE;
+        access_log $STORAGE_LOG e2e;
+        location /$STORAGE_SECRET/ {
+            alias $STORAGE_ROOT/docker/registry/v2/blobs/sha256/;
+            default_type application/octet-stream;
+        }
+        location / {
+            return 404;
+        }
+    }
+}
+EOF
+
+say "starting nginx: front on $FRONT, storage on $STORAGE"
+nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$workdir/logs/nginx.error.log" \
+    >"$workdir/logs/nginx.stdout" 2>&1 &
+pids+=("$!")
+wait_for_http "nginx front" "$!" "http://$FRONT/v2/" 401
+wait_for_http "nginx storage" "$!" "http://$STORAGE/" 404
+
+# --- helpers ----------------------------------------------------------------
+
+# copy_image NAME NAMESPACE ADDRESS REPOSITORY [SKOPEO_OPTION...]: copies
+# the tag from docker://ADDRESS/REPOSITORY into the dir: layout pulled-NAME
+# as a client in NAMESPACE, logging to logs/pull-NAME.log. Returns
+# skopeo's status. Without options, the client sends no credentials.
+copy_image() {
+    local name=$1 ns=$2 address=$3 repository=$4
+    shift 4
+    local options=("$@")
+    ((${#options[@]} > 0)) || options=(--src-no-creds)
+    rm -rf "$workdir/pulled-$name"
+    ip netns exec "$ns" timeout "$SKOPEO_TIMEOUT_SECS" \
+        skopeo --policy "$SKOPEO_POLICY" copy --quiet --src-tls-verify=false \
+        "${options[@]}" "docker://$address/$repository:$TAG" "dir:$workdir/pulled-$name" \
+        >"$workdir/logs/pull-$name.log" 2>&1
+}
+
+# expect_copy CHECK NAME NAMESPACE ADDRESS REPOSITORY [SKOPEO_OPTION...]:
+# the copy succeeds and yields the pushed manifest.
+expect_copy() {
+    local check=$1 name=$2
+    if copy_image "$name" "${@:3}"; then
+        pass "$check"
+        check_eq "$check: manifest digest" "$IMAGE_DIGEST" "$(pulled_digest "$name")"
+    else
+        fail "$check" "skopeo failed: $(tail -n 3 "$workdir/logs/pull-$name.log" | tr '\n' ' ')"
+    fi
+}
+
+# expect_unauthorized_copy CHECK NAME NAMESPACE ADDRESS REPOSITORY: the copy
+# fails, and skopeo's error names the 401 (distribution's error code
+# UNAUTHORIZED is printed as "unauthorized").
+expect_unauthorized_copy() {
+    local check=$1 name=$2
+    if copy_image "$name" "${@:3}"; then
+        fail "$check" "skopeo copied the image"
+    elif grep -qiE 'unauthorized|401' "$workdir/logs/pull-$name.log"; then
+        pass "$check"
+    else
+        fail "$check" "skopeo failed, but not with 401: $(tail -n 3 "$workdir/logs/pull-$name.log" | tr '\n' ' ')"
+    fi
+}
+
+# http_status NAMESPACE URL [CURL_OPTION...]: the status code of a GET, or
+# 000 when there is no response.
+http_status() {
+    local ns=$1 url=$2
+    shift 2
+    ip netns exec "$ns" curl -s -o /dev/null --max-time "$CURL_TIMEOUT_SECS" \
+        -w '%{http_code}' "$@" "$url" || true
+}
+
+# anonymous_token REPOSITORY: a token from the issuer for pulling REPOSITORY.
+anonymous_token() {
+    curl -s --max-time "$CURL_TIMEOUT_SECS" \
+        "http://$ISSUER/token?service=$SERVICE_NAME&scope=repository:$1:pull" | jq -r .token
+}
+
+# --- log helpers -------------------------------------------------------------
+
+# line_count FILE: the number of lines FILE has now, to read only later
+# lines with lines_after.
+line_count() {
+    wc -l <"$1"
+}
+
+# lines_after FILE COUNT: the lines of FILE after its first COUNT.
+lines_after() {
+    tail -n "+$(($2 + 1))" "$1"
+}
+
+# storage_gets LINES CLIENT_IP DIGEST: "STATUS BYTES" of each storage GET of
+# the blob DIGEST from CLIENT_IP in LINES (nginx JSON log lines).
+storage_gets() {
+    jq -r --arg ip "$2" --arg suffix "/${3#sha256:}/data" '
+        select(.client == $ip and .method == "GET" and (.uri | endswith($suffix)))
+        | "\(.status) \(.bytes)"' <<<"$1"
+}
+
+# check_storage_sent_blobs CLIENT LINES CLIENT_IP: storage sent every blob
+# of the image, whole, to CLIENT_IP.
+check_storage_sent_blobs() {
+    local client=$1 lines=$2 ip=$3 digest expected
+    for digest in "${ALL_BLOBS[@]}"; do
+        expected=$(blob_size "$digest")
+        if grep -qx "200 $expected" < <(storage_gets "$lines" "$ip" "$digest"); then
+            pass "storage sends $client blob ${digest:7:12} whole ($expected bytes)"
+        else
+            fail "storage sends $client blob ${digest:7:12} whole ($expected bytes)" \
+                "storage GETs of it from $ip (status bytes): $(storage_gets "$lines" "$ip" "$digest" | tr '\n' ' ')"
+        fi
+    done
+}
+
+# --- 1. harness ------------------------------------------------------------
+
+say "1. harness: the front with the registry's own auth"
+expect_copy "skopeo copies $REPOSITORY straight from the front" front "$NS_B" "$FRONT" "$REPOSITORY"
+expect_unauthorized_copy "anonymous skopeo cannot copy $PRIVATE_REPOSITORY from the front" \
+    front-private-anonymous "$NS_B" "$FRONT" "$PRIVATE_REPOSITORY"
+expect_copy "skopeo with credentials copies $PRIVATE_REPOSITORY from the front" \
+    front-private "$NS_B" "$FRONT" "$PRIVATE_REPOSITORY" --src-creds "$USERNAME:$PASSWORD"
+
+readonly LARGE_BLOB_PATH=/v2/$REPOSITORY/blobs/$LARGE_LAYER
+check_eq "front: blob GET without a token gets 401" 401 \
+    "$(http_status "$NS_B" "http://$FRONT$LARGE_BLOB_PATH")"
+check_eq "front: blob GET with a token for another repository gets 401" 401 \
+    "$(http_status "$NS_B" "http://$FRONT$LARGE_BLOB_PATH" -H "Authorization: Bearer $(anonymous_token e2e/other)")"
+
+token=$(anonymous_token "$REPOSITORY")
+location=$(ip netns exec "$NS_B" curl -s -o /dev/null --max-time "$CURL_TIMEOUT_SECS" \
+    -H "Authorization: Bearer $token" -w '%{http_code} %{redirect_url}' \
+    "http://$FRONT$LARGE_BLOB_PATH" || true)
+check_eq "front: blob GET with a pull token gets 307 to storage" \
+    "307 http://$STORAGE/$STORAGE_SECRET/${LARGE_LAYER:7:2}/${LARGE_LAYER#sha256:}/data" "$location"
+storage_digest=$(ip netns exec "$NS_B" curl -s --max-time "$CURL_TIMEOUT_SECS" \
+    "http://$STORAGE/$STORAGE_SECRET/${LARGE_LAYER:7:2}/${LARGE_LAYER#sha256:}/data" | sha256sum | cut -d' ' -f1)
+check_eq "storage serves the blob without a token" "$LARGE_LAYER" "sha256:$storage_digest"
+
+# --- 2. plain redirect -----------------------------------------------------
+
+readonly PLAIN_CONFIG=$workdir/plain.toml
+readonly PLAIN_LOG=$workdir/logs/redirector-plain.log
+cat >"$PLAIN_CONFIG" <<EOF
+default_upstream = "front"
+
+# A plain redirect, as for any registry without token auth. /v2/ is
+# redirected too, so that clients meet the front's challenge.
+[upstreams.front]
+url = "http://$FRONT"
+api_version_check = "redirect"
+EOF
+
+say "starting the plain redirector on $PLAIN_REDIRECTOR"
+"$redirector_bin" serve --config "$PLAIN_CONFIG" --listen "$PLAIN_REDIRECTOR" \
+    --log-client-addresses >"$workdir/logs/redirector-plain.stdout" 2>"$PLAIN_LOG" &
+pids+=("$!")
+# /v2/ is redirected, so it returns 307 here.
+wait_for_http "plain redirector" "$!" "http://$PLAIN_REDIRECTOR/v2/" 307
+
+say "2. skopeo through the plain redirect"
+front_mark=$(line_count "$FRONT_LOG")
+issuer_mark=$(line_count "$ISSUER_LOG")
+expect_unauthorized_copy "skopeo cannot copy through a plain redirect to the front" \
+    plain "$NS_B" "$PLAIN_REDIRECTOR" "$REPOSITORY"
+
+# skopeo met the front's challenge through the redirected /v2/ and got a
+# token, but Go's HTTP client left the Authorization header out of the
+# redirected manifest request.
+client_tokens=$(lines_after "$ISSUER_LOG" "$issuer_mark" |
+    jq -c --arg ip "$CLIENT_B_IP" 'select(.client == $ip and .status == 200)' | wc -l)
+if ((client_tokens > 0)); then
+    pass "skopeo gets a token through the plain redirect ($client_tokens)"
+else
+    fail "skopeo gets a token through the plain redirect" "the issuer logs no token for $CLIENT_B_IP"
+fi
+check_eq "front gets the redirected manifest request without a token" "401 none" \
+    "$(lines_after "$FRONT_LOG" "$front_mark" | jq -r --arg ip "$CLIENT_B_IP" '
+        select(.client == $ip and (.uri | test("/manifests/")))
+        | "\(.status) \(.authorization)"' | sort -u | tr '\n' ' ' | sed 's/ $//')"
+
+# --- 3. containerd through the plain redirect --------------------------------
+
+readonly CONTAINERD_DIR=$workdir/containerd
+readonly CONTAINERD_SOCKET=$CONTAINERD_DIR/containerd.sock
+readonly CONTAINERD_NAMESPACE=registry-redirect-e2e
+readonly CTR_TIMEOUT_SECS=60
+
+# ctr_client ARGUMENT...: runs ctr against the test's containerd.
+ctr_client() {
+    ctr --address "$CONTAINERD_SOCKET" --namespace "$CONTAINERD_NAMESPACE" "$@"
+}
+
+# start_containerd: starts containerd with its root, state and sockets in
+# the temp dir, and waits until it accepts requests. The CRI plugin (Kubernetes)
+# and the opt plugin, which would create /opt/containerd, are off; the
+# snapshotters that need special file systems are off to keep its log
+# quiet. `ctr content fetch` needs only the content store.
+start_containerd() {
+    mkdir -p "$CONTAINERD_DIR"
+    cat >"$CONTAINERD_DIR/config.toml" <<EOF2
+version = 2
+root = "$CONTAINERD_DIR/root"
+state = "$CONTAINERD_DIR/state"
+disabled_plugins = [
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.internal.v1.opt",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.zfs",
+]
+
+[grpc]
+address = "$CONTAINERD_SOCKET"
+
+[ttrpc]
+address = "$CONTAINERD_SOCKET.ttrpc"
+
+[debug]
+address = ""
+
+[metrics]
+address = ""
+EOF2
+    containerd --config "$CONTAINERD_DIR/config.toml" >"$workdir/logs/containerd.log" 2>&1 &
+    local pid=$! deadline=$((SECONDS + STARTUP_TIMEOUT_SECS))
+    pids+=("$pid")
+    until ctr_client version >/dev/null 2>&1; do
+        kill -0 "$pid" 2>/dev/null || die "containerd exited at start (see containerd.log)"
+        ((SECONDS < deadline)) || die "containerd did not answer on $CONTAINERD_SOCKET within ${STARTUP_TIMEOUT_SECS}s"
+        sleep 0.2
+    done
+}
+
+say "3. containerd through the plain redirect"
+start_containerd
+front_mark=$(line_count "$FRONT_LOG")
+storage_mark=$(line_count "$STORAGE_LOG")
+
+# ctr resolves and fetches in its own process with containerd's resolver
+# (remotes/docker) and writes into the daemon's content store, so it runs
+# in the client namespace.
+if ip netns exec "$NS_C" timeout "$CTR_TIMEOUT_SECS" ctr --address "$CONTAINERD_SOCKET" \
+    --namespace "$CONTAINERD_NAMESPACE" content fetch --plain-http \
+    "$PLAIN_REDIRECTOR/$REPOSITORY:$TAG" >"$workdir/logs/ctr-fetch.log" 2>&1; then
+    pass "containerd fetches $REPOSITORY through the plain redirect"
+else
+    fail "containerd fetches $REPOSITORY through the plain redirect" \
+        "ctr content fetch failed: $(tail -n 3 "$workdir/logs/ctr-fetch.log" | tr '\n' ' ')"
+fi
+
+stored=$(ctr_client content ls -q 2>/dev/null || true)
+for digest in "$IMAGE_DIGEST" "${ALL_BLOBS[@]}"; do
+    if grep -qx "$digest" <<<"$stored"; then
+        pass "containerd stores ${digest:7:12}"
+    else
+        fail "containerd stores ${digest:7:12}" "ctr content ls does not list $digest"
+    fi
+done
+
+wait_for_quiet_log "$PLAIN_LOG"
+containerd_redirects=$(grep -F 'registry_redirect::access:' "$PLAIN_LOG" |
+    grep -F " client=$CLIENT_C_IP " | grep -cF 'outcome="redirect"' || true)
+if ((containerd_redirects > 0)); then
+    pass "plain redirector redirects containerd's requests ($containerd_redirects)"
+else
+    fail "plain redirector redirects containerd's requests" \
+        "no access-log line with outcome=\"redirect\" client=$CLIENT_C_IP in redirector-plain.log"
+fi
+
+front_lines=$(lines_after "$FRONT_LOG" "$front_mark")
+check_storage_sent_blobs "containerd" "$(lines_after "$STORAGE_LOG" "$storage_mark")" "$CLIENT_C_IP"
+# containerd got a 401 and the challenge at the front, fetched a token and
+# sent it on the next redirect to the front.
+bearer_blobs=$(jq -c --arg ip "$CLIENT_C_IP" '
+    select(.client == $ip and (.uri | test("/blobs/sha256:")) and .authorization == "bearer" and .status == 307)' \
+    <<<"$front_lines" | wc -l)
+if ((bearer_blobs > 0)); then
+    pass "containerd sends its token to the front after the redirect ($bearer_blobs blob requests)"
+else
+    fail "containerd sends its token to the front after the redirect" \
+        "the front logs no blob request from $CLIENT_C_IP with a bearer token and status 307"
+fi
+
+# --- summary -----------------------------------------------------------------
+
+say "summary: skopeo fails through a plain redirect to the token-auth front, containerd fetches through it"
+summarize
