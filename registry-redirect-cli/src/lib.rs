@@ -8,6 +8,8 @@
 //! - [`serve`]: the HTTP server around the `registry-redirect-tower` layer.
 //! - [`fetch`]: `ranges fetch`, which downloads the published range files.
 //! - [`download`]: the HTTP client that `ranges fetch` downloads with.
+//! - [`health`]: `health`, which checks the admin listener of a running
+//!   server.
 //! - [`logging`]: where `serve` writes its log, and at which level.
 //! - [`watch`]: `serve --watch`, which reloads when the configuration files
 //!   change.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod download;
 pub mod explain;
 pub mod fetch;
+pub mod health;
 pub mod logging;
 pub mod serve;
 pub mod summary;

@@ -18,6 +18,7 @@ use registry_redirect_cli::explain::{parse_header, render, OutputFormat, Request
 use registry_redirect_cli::fetch::{
     self, parse_source_arg, FetchOptions, FetchSource, SourceUrls, DEFAULT_MAX_DROP_PERCENT,
 };
+use registry_redirect_cli::health::{self, HealthError};
 use registry_redirect_cli::logging::{self, LogFilterError};
 use registry_redirect_cli::serve::{
     self, ConnectionSettings, Reloader, ServeError, ShutdownSignals,
@@ -25,6 +26,7 @@ use registry_redirect_cli::serve::{
 use registry_redirect_cli::summary::Summary;
 use registry_redirect_cli::watch::{self, WatchError};
 use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
+use url::Url;
 
 /// Redirects OCI registry pulls (/v2/...) to the registry that a policy
 /// picks for each client and repository.
@@ -46,6 +48,9 @@ enum Command {
     },
     /// Decide one request offline and show the decision and why.
     Explain(ExplainArgs),
+    /// Check a running server: exit 0 when GET URL returns 200 OK within
+    /// the timeout, else 1. For container HEALTHCHECKs and exec probes.
+    Health(HealthArgs),
     /// Work with the published cloud range files.
     Ranges {
         #[command(subcommand)]
@@ -82,6 +87,16 @@ struct FetchArgs {
     max_drop: f64,
     /// Seconds each download may take, redirects and body included.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    /// The URL to request; only http:// is supported.
+    #[arg(long, value_name = "URL", default_value = health::DEFAULT_URL, value_parser = parse_health_url)]
+    url: Url,
+    /// Seconds the request may take, connecting included.
+    #[arg(long, value_name = "SECONDS", default_value_t = health::DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
 }
 
@@ -156,6 +171,10 @@ fn parse_header_arg(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     parse_header(text).map_err(|error| error.to_string())
 }
 
+fn parse_health_url(text: &str) -> Result<Url, String> {
+    health::parse_url(text).map_err(|error| error.to_string())
+}
+
 fn parse_source_arg_text(text: &str) -> Result<(FetchSource, String), String> {
     parse_source_arg(text).map_err(|error| error.to_string())
 }
@@ -186,6 +205,8 @@ enum CliError {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error("health: {0}")]
+    Unhealthy(Box<HealthError>),
     #[error("failed to start the Tokio runtime: {0}")]
     Runtime(std::io::Error),
     #[error("ranges fetch: every source is skipped, so there is nothing to fetch (give a source with --source NAME=URL)")]
@@ -210,6 +231,7 @@ impl CliError {
             CliError::Load(LoadError::Invalid(_))
             | CliError::Serve(_)
             | CliError::Watch(_)
+            | CliError::Unhealthy(_)
             | CliError::Runtime(_)
             | CliError::OutputDir { .. }
             | CliError::Downloader(_)
@@ -224,6 +246,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check { file } => check(&file),
         Command::Explain(args) => explain(args),
+        Command::Health(args) => check_health(args),
         Command::Ranges {
             command: RangesCommand::Fetch(args),
         } => fetch(args),
@@ -288,6 +311,18 @@ fn explain(args: ExplainArgs) -> Result<(), CliError> {
     }
     request.host = args.host;
     write_stdout(&render(&config.policy, &request, args.format));
+    Ok(())
+}
+
+fn check_health(args: HealthArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime
+        .block_on(health::check(&args.url, Duration::from_secs(args.timeout)))
+        .map_err(|error| CliError::Unhealthy(Box::new(error)))?;
+    write_stdout(&format!("healthy: GET {} returned 200 OK\n", args.url));
     Ok(())
 }
 
