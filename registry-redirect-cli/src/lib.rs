@@ -13,16 +13,25 @@
 //! - [`logging`]: where `serve` writes its log, and at which level.
 //! - [`watch`]: `serve --watch`, which reloads when the configuration files
 //!   change.
+//! - [`tls`]: HTTPS for `serve`, with a certificate that reloads.
+//! - [`proxy_protocol`]: client addresses from a load balancer's PROXY
+//!   protocol header.
+//! - [`limits`]: limits on `serve`'s connections and requests.
+//! - [`activity`]: the header read and idle timeouts of a connection.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod config;
 pub mod download;
 pub mod explain;
 pub mod fetch;
 pub mod health;
+pub mod limits;
 pub mod logging;
+pub mod proxy_protocol;
 pub mod serve;
 pub mod summary;
+pub mod tls;
 pub mod watch;

@@ -19,11 +19,14 @@ use registry_redirect_cli::fetch::{
     self, parse_source_arg, FetchOptions, FetchSource, SourceUrls, DEFAULT_MAX_DROP_PERCENT,
 };
 use registry_redirect_cli::health::{self, HealthError};
+use registry_redirect_cli::limits::Limits;
 use registry_redirect_cli::logging::{self, LogFilterError};
+use registry_redirect_cli::proxy_protocol::ProxyProtocol;
 use registry_redirect_cli::serve::{
     self, ConnectionSettings, Reloader, ServeError, ShutdownSignals,
 };
 use registry_redirect_cli::summary::Summary;
+use registry_redirect_cli::tls::{Tls, TlsError, TlsFiles};
 use registry_redirect_cli::watch::{self, WatchError};
 use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
 use url::Url;
@@ -128,18 +131,92 @@ struct ServeArgs {
     /// the CPUs this process may run on]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
-    /// Seconds a client may take to send a request's headers, counted from
-    /// the connection's start or the previous response, before the
-    /// connection is closed. Idle keep-alive connections close after this
-    /// time too.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    header_read_timeout: u64,
+    /// Seconds a client may take to send a request's headers before the
+    /// connection is closed. The time counts from the connection's start
+    /// (PROXY header and TLS handshake included) or from the first byte
+    /// after an idle period. Overrides [limits] header_read_timeout_seconds
+    /// [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout: Option<u64>,
+    /// Seconds a keep-alive connection may stay open with no request and
+    /// no byte received before it is closed; overrides [limits]
+    /// idle_timeout_seconds [default: 60]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: Option<u64>,
+    /// The maximum size of a request's headers in bytes; larger requests
+    /// get 431. At least 8192; overrides [limits] max_header_bytes
+    /// [default: 32768]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(8192..))]
+    max_header_bytes: Option<u32>,
+    /// The maximum number of open connections; at the limit, new
+    /// connections wait in the listen backlog until one closes. Overrides
+    /// [limits] max_connections [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// The maximum number of concurrent requests (streams) on one HTTP/2
+    /// connection; overrides [limits] http2_max_concurrent_streams
+    /// [default: 100]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_concurrent_streams: Option<u32>,
+    /// The PEM file of the certificate chain to serve HTTPS with (server
+    /// certificate first); overrides [tls] cert_file. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM file of the certificate's private key (PKCS#8, PKCS#1 or
+    /// SEC1); overrides [tls] key_file. Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Read a PROXY protocol header (v1 or v2) at the start of every
+    /// connection from trusted_proxies, and take the client address from
+    /// it. Such connections without a header, and headers from other
+    /// peers, are closed. Same as proxy_protocol = true.
+    #[arg(long)]
+    proxy_protocol: bool,
     /// Reload when the configuration file or a range file it names changes
     /// on disk, as SIGHUP does: after 200 ms without further changes, and
     /// only when a file's content changed. Follows files replaced by rename
     /// and Kubernetes ConfigMap updates.
     #[arg(long, requires = "config")]
     watch: bool,
+}
+
+impl ServeArgs {
+    /// Returns the configuration's limits with the flags' overrides.
+    fn limits(&self, config: &Config) -> Limits {
+        let mut limits = config.limits;
+        if let Some(seconds) = self.header_read_timeout {
+            limits.header_read_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(seconds) = self.idle_timeout {
+            limits.idle_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(bytes) = self.max_header_bytes {
+            limits.max_header_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        if let Some(count) = self.max_connections {
+            limits.max_connections = usize::try_from(count).unwrap_or(usize::MAX);
+        }
+        if let Some(count) = self.http2_max_concurrent_streams {
+            limits.http2_max_concurrent_streams = count;
+        }
+        limits
+    }
+
+    /// Returns the certificate files of --tls-cert and --tls-key.
+    fn flag_tls_files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Returns the certificate files: the flags', else the configuration's.
+    fn tls_files(&self, config: &Config) -> Option<TlsFiles> {
+        self.flag_tls_files().or_else(|| config.tls.clone())
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,6 +284,8 @@ enum CliError {
     Watch(#[from] WatchError),
     #[error("health: {0}")]
     Unhealthy(Box<HealthError>),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("failed to start the Tokio runtime: {0}")]
     Runtime(std::io::Error),
     #[error("ranges fetch: every source is skipped, so there is nothing to fetch (give a source with --source NAME=URL)")]
@@ -232,6 +311,7 @@ impl CliError {
             | CliError::Serve(_)
             | CliError::Watch(_)
             | CliError::Unhealthy(_)
+            | CliError::Tls(_)
             | CliError::Runtime(_)
             | CliError::OutputDir { .. }
             | CliError::Downloader(_)
@@ -391,10 +471,15 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     );
     let listen = args.listen.unwrap_or(config.listen);
 
-    let runtime = build_runtime(args.workers).map_err(CliError::Runtime)?;
-    let settings = ConnectionSettings {
-        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+    let limits = args.limits(&config);
+    let tls = match (args.tls_files(&config), args.flag_tls_files()) {
+        (Some(files), Some(fixed)) => Some(Tls::new(&files)?.with_fixed_files(fixed)),
+        (Some(files), None) => Some(Tls::new(&files)?),
+        (None, _) => None,
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
+    let runtime = build_runtime(args.workers).map_err(CliError::Runtime)?;
     runtime.block_on(async {
         let signals = ShutdownSignals::install()?;
         let listener = serve::bind(listen).await?;
@@ -406,7 +491,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let mut stdout = std::io::stdout().lock();
         let _ = write!(
             stdout,
-            "listening on http://{local}\npolicy: {source}\n{}",
+            "listening on {scheme}://{local}\npolicy: {source}\n{}",
             Summary::new(&config)
         );
         let _ = stdout.flush();
@@ -431,7 +516,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let handle = PolicyHandle::new(config.policy.clone());
         let mut watching = None;
         if let Some(path) = &args.config {
-            let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config);
+            let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config)
+                .with_tls(tls.clone());
             if args.watch {
                 watching = Some(watch::watch_files(
                     reloader.clone(),
@@ -440,6 +526,30 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             }
             serve::reload_on_hangup(reloader)?;
         }
+        let proxy_protocol = (args.proxy_protocol || config.proxy_protocol).then(|| {
+            if config.policy.trusted_proxies().is_empty() {
+                tracing::warn!(
+                    "the PROXY protocol is on but trusted_proxies is empty, so every PROXY \
+                     header is rejected and every peer's own address is its client address"
+                );
+            }
+            ProxyProtocol::new(handle.clone())
+        });
+        let settings = ConnectionSettings {
+            limits,
+            tls,
+            proxy_protocol,
+        };
+        tracing::info!(
+            tls = settings.tls.is_some(),
+            proxy_protocol = settings.proxy_protocol.is_some(),
+            header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+            idle_timeout_secs = limits.idle_timeout.as_secs(),
+            max_header_bytes = limits.max_header_bytes,
+            max_connections = limits.max_connections,
+            http2_max_concurrent_streams = limits.http2_max_concurrent_streams,
+            "listener settings"
+        );
         let mut layer = RegistryRedirectLayer::with_handle(handle)
             .access_log(access_log)
             .log_client_address(args.log_client_addresses);

@@ -39,6 +39,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -56,10 +57,15 @@ use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
 use registry_redirect_tower::{CheckSettings, Checks, PolicyHandle, RegistryRedirectLayer};
 
+use crate::activity::{Activity, Expiry};
 use crate::config::Config;
+use crate::limits::Limits;
+use crate::proxy_protocol::ProxyProtocol;
+use crate::tls::Tls;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// The text of `GET /`.
 pub const ROOT_TEXT: &str = "registry-redirect: an OCI registry redirector. \
@@ -170,10 +176,14 @@ pub fn start_checks(
 /// error (file, line, column) and the old policy keeps serving. With
 /// checks, the health probes restart for the new policy's mirrors.
 ///
-/// `listen` and `[blob_checks]` take effect only at start: a reload that
-/// changes them is logged with a warning. A reload that adds the first
-/// verified or probed upstream also needs a restart, because the checks
-/// start with the server.
+/// With TLS (see [`Reloader::with_tls`]), the certificate and key are
+/// loaded too, and replace the old ones only when both are valid; see
+/// [`crate::tls::reload_certificate`].
+///
+/// `listen`, `[blob_checks]`, `proxy_protocol` and `[limits]` take effect
+/// only at start: a reload that changes them is logged with a warning. A
+/// reload that adds the first verified or probed upstream also needs a
+/// restart, because the checks start with the server.
 #[derive(Clone)]
 pub struct Reloader {
     path: PathBuf,
@@ -181,6 +191,8 @@ pub struct Reloader {
     checks: Option<Checks>,
     listen: SocketAddr,
     check_settings: CheckSettings,
+    listener_keys: (bool, Limits),
+    tls: Option<Tls>,
 }
 
 impl Reloader {
@@ -198,7 +210,15 @@ impl Reloader {
             checks,
             listen: started.listen,
             check_settings: started.check_settings.clone(),
+            listener_keys: (started.proxy_protocol, started.limits),
+            tls: None,
         }
+    }
+
+    /// Makes each reload load the TLS certificate and key into `tls`.
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Returns the path of the configuration file, as given to the server.
@@ -211,7 +231,13 @@ impl Reloader {
     /// as `SIGHUP`. Returns whether the new policy is serving.
     pub async fn reload(&self, trigger: &'static str) -> bool {
         let file = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&file)).await;
+        let tls = self.tls.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&file)?;
+            crate::tls::reload_certificate(tls.as_ref(), config.tls.as_ref());
+            Ok::<_, crate::config::LoadError>(config)
+        })
+        .await;
         let config = match loaded {
             Ok(Ok(config)) => config,
             Ok(Err(error)) => {
@@ -227,6 +253,13 @@ impl Reloader {
                 return false;
             }
         };
+        if (config.proxy_protocol, config.limits) != self.listener_keys {
+            tracing::warn!(
+                config = %self.path.display(),
+                trigger,
+                "new proxy_protocol or [limits] settings take effect only after a restart"
+            );
+        }
         apply_reload(
             &self.path,
             trigger,
@@ -355,23 +388,14 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 }
 
 /// Settings of the connections that [`run`] serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectionSettings {
-    /// The maximum time a client may take to send a request's headers,
-    /// counted from when hyper (1.13) starts reading them: at the start of
-    /// the connection and after each response. A slower connection is
-    /// closed, so an idle keep-alive connection closes after this time too,
-    /// and clients that trickle headers cannot hold many connections open.
-    pub header_read_timeout: Duration,
-}
-
-impl Default for ConnectionSettings {
-    /// A header read timeout of 30 seconds, the default of hyper 1.
-    fn default() -> Self {
-        ConnectionSettings {
-            header_read_timeout: Duration::from_secs(30),
-        }
-    }
+    /// Timeouts, sizes and counts; see [`Limits`].
+    pub limits: Limits,
+    /// HTTPS, or `None` for plain HTTP.
+    pub tls: Option<Tls>,
+    /// PROXY protocol headers from trusted proxies, or `None` to read none.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Serves `app` on `listener` until a signal arrives, then waits up to
@@ -379,10 +403,15 @@ impl Default for ConnectionSettings {
 /// logged and retried, so nothing stops the server but a signal.
 ///
 /// Each connection is served by hyper-util's automatic HTTP/1.1 or HTTP/2
-/// (prior knowledge) connection on its own task, with `TCP_NODELAY` set, so
-/// that a redirect goes out at once rather than waiting for the client's
-/// delayed ACK. The request carries the peer address as axum's
+/// (prior knowledge, or ALPN over TLS) connection on its own task, with
+/// `TCP_NODELAY` set, so that a redirect goes out at once rather than
+/// waiting for the client's delayed ACK. The request carries the client
+/// address (the peer's, or the one of its PROXY protocol header) as axum's
 /// `ConnectInfo<SocketAddr>`, which the layer reads.
+///
+/// With `max_connections` open, the loop stops accepting until one closes,
+/// so that further clients wait in the kernel's listen backlog rather than
+/// being accepted and dropped.
 pub async fn run(
     listener: TcpListener,
     app: Router,
@@ -398,8 +427,24 @@ pub async fn run(
     // Without this, the router turns its handlers into routes again, with
     // the layer applied, on every request.
     let app = app.with_state(());
+    let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+    let mut waits = LimitWaits::default();
 
     let signal = loop {
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                waits.record(settings.limits.max_connections);
+                tokio::select! {
+                    signal = &mut shutdown => break signal,
+                    permit = connections.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        // The semaphore is never closed.
+                        Err(_) => continue,
+                    },
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             signal = &mut shutdown => break signal,
             accepted = listener.accept() => match accepted {
@@ -414,8 +459,9 @@ pub async fn run(
             stream,
             peer,
             app.clone(),
-            settings,
+            settings.clone(),
             stop_receiver.clone(),
+            permit,
         ));
     };
     drop(listener);
@@ -439,6 +485,34 @@ pub async fn run(
     tracing::info!("server stopped");
 }
 
+/// The count of times the accept loop waited at the connection limit,
+/// logged at most once every 10 seconds (the first wait is logged at once).
+#[derive(Default)]
+struct LimitWaits {
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl LimitWaits {
+    fn record(&mut self, max_connections: usize) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(10))
+        {
+            return;
+        }
+        tracing::warn!(
+            max_connections,
+            waits = self.unlogged,
+            "connection limit reached; new connections wait in the listen backlog until one closes"
+        );
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+}
+
 /// Logs a failed `accept` and pauses, so that a full file descriptor table
 /// (EMFILE) does not turn the accept loop into a busy loop. Errors of one
 /// connection, such as a reset before accept, end only that connection.
@@ -450,71 +524,162 @@ async fn accept_failed(error: io::Error) {
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Waits, for at most `limit`, until the client has sent enough bytes to
-/// tell HTTP/1 from HTTP/2: one byte that does not start the HTTP/2
-/// preface, or the whole preface. Returns false when the limit passes or
-/// the client closes the connection first. The bytes stay in the socket for
-/// hyper to read.
-async fn wait_for_request_start(stream: &TcpStream, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
+/// Waits until the client has sent enough bytes to tell HTTP/1 from
+/// HTTP/2: one byte that does not start the HTTP/2 preface, or the whole
+/// preface. Returns whether it is HTTP/2, or `None` when `deadline` passes
+/// or the client closes the connection first. The bytes stay in the socket
+/// for hyper to read.
+async fn wait_for_request_start(
+    stream: &TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<bool> {
     let mut start = [0u8; HTTP2_PREFACE.len()];
     loop {
         let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut start)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
             Ok(Ok(count)) => count,
         };
-        if peeked == HTTP2_PREFACE.len() || !HTTP2_PREFACE.starts_with(&start[..peeked]) {
-            return true;
+        if !HTTP2_PREFACE.starts_with(&start[..peeked]) {
+            return Some(false);
+        }
+        if peeked == HTTP2_PREFACE.len() {
+            return Some(true);
         }
         // Part of the HTTP/2 preface: peeking again at once would return
         // the same bytes, so wait a little for the rest.
         let pause = tokio::time::sleep(Duration::from_millis(20));
         if tokio::time::timeout_at(deadline, pause).await.is_err() {
-            return false;
+            return None;
         }
     }
 }
 
-/// Serves one connection until it ends. Once `stop` turns true or its
-/// sender is dropped, the connection finishes the request in flight and
-/// closes.
+/// Serves one connection until it ends: reads the PROXY protocol header
+/// and runs the TLS handshake when they are on, then serves HTTP. Once
+/// `stop` turns true or its sender is dropped, the connection finishes the
+/// request in flight and closes. `_permit` counts the connection against
+/// `max_connections` until it ends.
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     settings: ConnectionSettings,
     mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
 ) {
+    let started = tokio::time::Instant::now();
+    let deadline = started + settings.limits.header_read_timeout;
     // Without TCP_NODELAY, Nagle's algorithm may hold a small response until
     // the client acknowledges the previous one.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "failed to set TCP_NODELAY; serving the connection anyway");
     }
-    // hyper-util's auto builder reads the first bytes to tell HTTP/1 from
-    // HTTP/2 without a timeout, and hyper's header timer starts only after
-    // that, so a client that sends nothing would hold the connection forever.
-    let started = tokio::select! {
-        started = wait_for_request_start(&stream, settings.header_read_timeout) => started,
-        _ = stop.wait_for(|stop| *stop) => false,
-    };
-    if !started {
-        return;
+
+    let mut client = peer;
+    if let Some(proxy_protocol) = &settings.proxy_protocol {
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(
+                deadline,
+                proxy_protocol.read_client_address(&mut stream, peer),
+            ) => read,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        client = match read {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => {
+                proxy_protocol.log_rejection(&error);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("PROXY protocol header timed out; closing connection");
+                return;
+            }
+        };
     }
 
+    let Some(tls) = &settings.tls else {
+        // hyper-util's auto builder reads the first bytes to tell HTTP/1
+        // from HTTP/2 before hyper's connection starts, so wait for them
+        // here, where the stop signal can end the wait.
+        let http2 = tokio::select! {
+            http2 = wait_for_request_start(&stream, deadline) => http2,
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        if let Some(http2) = http2 {
+            serve_http(stream, http2, client, app, &settings.limits, started, stop).await;
+        }
+        return;
+    };
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => accepted,
+        _ = stop.wait_for(|stop| *stop) => return,
+    };
+    match accepted {
+        Ok(Ok((stream, http2))) => {
+            serve_http(stream, http2, client, app, &settings.limits, started, stop).await;
+        }
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed; closing connection"),
+        Err(_) => tracing::debug!("TLS handshake timed out; closing connection"),
+    }
+}
+
+/// Serves HTTP on `io`, HTTP/2 when `http2`, until the connection ends,
+/// its header read or idle timeout passes, or `stop` turns true.
+async fn serve_http<IO>(
+    io: IO,
+    http2: bool,
+    client: SocketAddr,
+    app: Router,
+    limits: &Limits,
+    started: tokio::time::Instant,
+    mut stop: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The header read clock started with the connection, so the PROXY
+    // header and the TLS handshake count against the first request's time.
+    let activity = Activity::new(
+        started,
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        !http2,
+    );
     let app = TowerToHyperService::new(app);
+    let requests = activity.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        app.call(request)
+        request.extensions_mut().insert(ConnectInfo(client));
+        let in_flight = requests.request_started();
+        let response = app.call(request);
+        async move {
+            let response = response.await;
+            drop(in_flight);
+            response
+        }
     });
+
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A response is a few hundred bytes: copying the body after the head
-    // and writing once costs less than a writev of two buffers.
+    // and writing once costs less than a writev of two buffers. hyper's
+    // own header read timer would also end idle connections, so
+    // `Activity` enforces both timeouts instead.
     builder
         .http1()
         .writev(false)
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(limits.http2_max_header_list_size());
+    let builder = if http2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let io = TokioIo::new(activity.track(io));
+    let mut connection = pin!(builder.serve_connection(io, service));
 
     tokio::select! {
         result = connection.as_mut() => {
@@ -523,6 +688,15 @@ async fn serve_connection(
             }
             return;
         }
+        expiry = activity.expired() => match expiry {
+            Expiry::HeaderRead => {
+                tracing::debug!("request headers timed out; closing connection");
+                return;
+            }
+            // Closing gracefully sends HTTP/2's GOAWAY; an idle HTTP/1
+            // connection closes at once.
+            Expiry::Idle => tracing::debug!("idle timeout; closing connection"),
+        },
         _ = stop.wait_for(|stop| *stop) => {}
     }
     connection.as_mut().graceful_shutdown();
@@ -656,7 +830,11 @@ mod tests {
     async fn slow_headers_close_connection() {
         let timeout = Duration::from_millis(300);
         let addr = start_server(ConnectionSettings {
-            header_read_timeout: timeout,
+            limits: Limits {
+                header_read_timeout: timeout,
+                ..Limits::default()
+            },
+            ..ConnectionSettings::default()
         })
         .await;
         // The headers never end: the blank line is missing.
@@ -694,7 +872,11 @@ mod tests {
     async fn silent_and_preface_clients_are_closed() {
         let timeout = Duration::from_millis(300);
         let addr = start_server(ConnectionSettings {
-            header_read_timeout: timeout,
+            limits: Limits {
+                header_read_timeout: timeout,
+                ..Limits::default()
+            },
+            ..ConnectionSettings::default()
         })
         .await;
         // Nothing at all, then a partial HTTP/2 preface: neither tells the

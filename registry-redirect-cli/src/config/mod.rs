@@ -7,7 +7,8 @@
 //! array. Three more belong to this program. `[[client_ranges]]` lists the
 //! range files that label client addresses with a cloud and a region.
 //! `[blob_checks]` sets the blob checks and health probes of `serve`, and
-//! `[ranges_fetch]` the URLs of `ranges fetch`.
+//! `[ranges_fetch]` the URLs of `ranges fetch`. `[tls]`, `proxy_protocol`
+//! and `[limits]` set `serve`'s listener.
 //! `examples/registry-redirect.toml` in this crate explains every key.
 //!
 //! Loading runs in three phases, and a phase runs only when the one before
@@ -46,6 +47,7 @@
 mod blob_checks;
 mod credentials;
 mod error;
+mod listener;
 mod position;
 mod ranges;
 mod reader;
@@ -63,6 +65,8 @@ pub use position::Position;
 pub use ranges::{ClientRanges, RangeFile};
 
 use crate::fetch::FetchSource;
+use crate::limits::Limits;
+use crate::tls::TlsFiles;
 use position::span_of_field;
 use ranges::LoadedLabels;
 use reader::Reader;
@@ -97,6 +101,15 @@ pub struct Config {
     /// The URLs of `[ranges_fetch]`, by source. An empty URL turns the
     /// source off.
     pub ranges_fetch: BTreeMap<FetchSource, String>,
+    /// The certificate and key of `[tls]`, relative paths resolved
+    /// against the configuration file's directory. `None` serves plain
+    /// HTTP.
+    pub tls: Option<TlsFiles>,
+    /// `proxy_protocol`: whether connections from `trusted_proxies` start
+    /// with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// The connection limits of `[limits]`, defaults filled in.
+    pub limits: Limits,
     /// Settings that are valid but have no effect here, each with its
     /// position and a message that starts with `warning: `.
     pub warnings: Vec<ConfigError>,
@@ -174,6 +187,9 @@ impl Config {
             client_ranges: loaded.summary,
             check_settings: parts.check_settings,
             ranges_fetch: parts.ranges_fetch,
+            tls: parts.tls.map(|tls| tls.files(dir)),
+            proxy_protocol: parts.proxy_protocol,
+            limits: parts.limits,
         })
     }
 

@@ -13,13 +13,16 @@ use toml::Spanned;
 
 use super::blob_checks::BlobChecksSpec;
 use super::error::{ConfigError, ConfigErrors};
+use super::listener::{LimitsSpec, TlsSpec};
 use super::position::{field_at, span_of_field, LineIndex};
 use super::ranges::{LoadedLabels, RangeFileSpec};
 use crate::fetch::{check_url, FetchSource};
+use crate::limits::Limits;
 
 /// The top-level keys a configuration file may have.
 const TOP_LEVEL_KEYS: &str = "listen, redirect_status, trusted_proxies, forwarded_header, \
-     default_upstream, upstreams, rules, client_ranges, blob_checks, ranges_fetch";
+     default_upstream, upstreams, rules, client_ranges, blob_checks, ranges_fetch, tls, \
+     proxy_protocol, limits";
 
 /// The values read from a document before the policy is compiled.
 pub(crate) struct Parts {
@@ -28,6 +31,9 @@ pub(crate) struct Parts {
     pub(crate) client_ranges: Vec<RangeFileSpec>,
     pub(crate) check_settings: CheckSettings,
     pub(crate) ranges_fetch: BTreeMap<FetchSource, String>,
+    pub(crate) tls: Option<TlsSpec>,
+    pub(crate) proxy_protocol: bool,
+    pub(crate) limits: Limits,
 }
 
 /// Returns the path of `key` in the `[[client_ranges]]` entry `index`.
@@ -170,6 +176,9 @@ impl<'a> Reader<'a> {
         let mut client_ranges = Vec::new();
         let mut check_settings = CheckSettings::default();
         let mut ranges_fetch = BTreeMap::new();
+        let mut tls = None;
+        let mut proxy_protocol = false;
+        let mut limits = Limits::default();
 
         for (key, value) in root.iter() {
             let name: &str = key.get_ref();
@@ -195,6 +204,13 @@ impl<'a> Reader<'a> {
                     }
                 }
                 "ranges_fetch" => ranges_fetch = self.read_ranges_fetch(value),
+                "tls" => tls = self.read(path, value),
+                "proxy_protocol" => proxy_protocol = self.read(path, value).unwrap_or_default(),
+                "limits" => {
+                    if let Some(read) = self.read_limits(path, value) {
+                        limits = read;
+                    }
+                }
                 _ => self.push(
                     key.span().start,
                     format!("unknown key \"{name}\" (expected one of: {TOP_LEVEL_KEYS})"),
@@ -217,7 +233,21 @@ impl<'a> Reader<'a> {
             client_ranges,
             check_settings,
             ranges_fetch,
+            tls,
+            proxy_protocol,
+            limits,
         })
+    }
+
+    fn read_limits(&mut self, path: FieldPath, value: &Spanned<DeValue<'_>>) -> Option<Limits> {
+        let spec = self.read::<LimitsSpec>(path, value)?;
+        match spec.limits() {
+            Ok(limits) => Some(limits),
+            Err(message) => {
+                self.push(value.span().start, message);
+                None
+            }
+        }
     }
 
     fn read_listen(&mut self, path: FieldPath, value: &Spanned<DeValue<'_>>) -> Option<SocketAddr> {

@@ -82,7 +82,7 @@ fn errors_point_at_line_and_column() {
             ("listen = \"0.0.0.0:5000\"", "listen_on = \"0.0.0.0:5000\""),
             "1:1: unknown key \"listen_on\" (expected one of: listen, redirect_status, \
              trusted_proxies, forwarded_header, default_upstream, upstreams, rules, client_ranges, \
-             blob_checks, ranges_fetch)",
+             blob_checks, ranges_fetch, tls, proxy_protocol, limits)",
         ),
         (
             "unknown upstream key",

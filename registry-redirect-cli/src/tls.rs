@@ -1,0 +1,257 @@
+//! HTTPS for `serve`: rustls (ring provider) with a certificate chain and
+//! private key read from PEM files, HTTP/2 and HTTP/1.1 offered by ALPN.
+//!
+//! The certificate can be replaced while the server runs: [`Tls::reload`]
+//! reads and checks both files completely (the key parses and matches the
+//! certificate's public key) before anything is swapped, so a bad file
+//! leaves the old certificate serving. Handshakes that have started keep
+//! the certificate they picked.
+//!
+//! ```
+//! use std::path::PathBuf;
+//! use registry_redirect_cli::tls::{Tls, TlsError, TlsFiles};
+//!
+//! let files = TlsFiles {
+//!     cert_file: PathBuf::from("/nonexistent/tls.crt"),
+//!     key_file: PathBuf::from("/nonexistent/tls.key"),
+//! };
+//! let error = Tls::new(&files).unwrap_err();
+//! assert!(matches!(error, TlsError::Read { .. }));
+//! assert!(error.to_string().starts_with("failed to read /nonexistent/tls.crt: "));
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::crypto::ring;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// The ALPN protocol ids offered, in order of preference (RFC 7301; `h2`
+/// from RFC 9113).
+pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The PEM files of the serving certificate, from `[tls]` or `--tls-cert`
+/// and `--tls-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain: the server's certificate first, then the
+    /// intermediates.
+    pub cert_file: PathBuf,
+    /// The private key of the server's certificate: PKCS#8, PKCS#1 (RSA)
+    /// or SEC1 (EC).
+    pub key_file: PathBuf,
+}
+
+/// A certificate or key that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error from the operating system.
+        source: std::io::Error,
+    },
+    /// A file is not valid PEM, or contains nothing of the expected kind.
+    #[error("{}: {reason} (expected PEM with {expected})", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// The problem found.
+        reason: String,
+        /// The content expected.
+        expected: &'static str,
+    },
+    /// rustls rejected the key, or the key does not belong to the
+    /// certificate.
+    #[error("{} and {}: {reason}", files.cert_file.display(), files.key_file.display())]
+    Key {
+        /// The files.
+        files: TlsFiles,
+        /// rustls' message.
+        reason: String,
+    },
+    /// rustls rejected the server configuration.
+    #[error("failed to build the TLS configuration: {0}")]
+    Config(rustls::Error),
+}
+
+/// The TLS side of `serve`'s listener: rustls' acceptor and the
+/// certificate it serves.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    store: Arc<CertificateStore>,
+    fixed_files: Option<TlsFiles>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Loads the certificate and key of `files` and builds the acceptor:
+    /// TLS 1.2 and 1.3 with ring's safe defaults, no client certificates,
+    /// ALPN `h2` and `http/1.1`.
+    pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
+        let store = Arc::new(CertificateStore {
+            current: RwLock::new(Arc::new(load_certified_key(files)?)),
+        });
+        let provider = Arc::new(ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_cert_resolver(store.clone());
+        config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|id| id.to_vec()).collect();
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            store,
+            fixed_files: None,
+        })
+    }
+
+    /// Makes [`reload_certificate`] read `files` rather than the new
+    /// configuration's, for files given as flags.
+    pub fn with_fixed_files(mut self, files: TlsFiles) -> Self {
+        self.fixed_files = Some(files);
+        self
+    }
+
+    /// Loads `files` and, once both are valid, serves them from the next
+    /// handshake on. On error the current certificate stays.
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
+        self.store.replace(load_certified_key(files)?);
+        Ok(())
+    }
+
+    /// Runs the server side of the handshake on `stream`. Returns the TLS
+    /// stream and whether the client chose HTTP/2 by ALPN.
+    pub async fn accept<IO>(&self, stream: IO) -> std::io::Result<(TlsStream<IO>, bool)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = self.acceptor.accept(stream).await?;
+        let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok((stream, http2))
+    }
+}
+
+/// The serving certificate, replaceable while the server runs. rustls calls
+/// its `resolve` at each handshake.
+struct CertificateStore {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl fmt::Debug for CertificateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateStore").finish_non_exhaustive()
+    }
+}
+
+impl CertificateStore {
+    fn replace(&self, key: CertifiedKey) {
+        // A poisoned lock still holds a whole Arc: it is replaced whole.
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *current = Arc::new(key);
+    }
+}
+
+impl ResolvesServerCert for CertificateStore {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(current.clone())
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads the chain and key of `files` and checks that they belong
+/// together.
+fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
+    const CERTIFICATES: &str = "one or more CERTIFICATE blocks";
+    const KEY: &str = "a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block";
+
+    let cert_pem = read(&files.cert_file)?;
+    let pem_error = |path: &Path, reason: String, expected| TlsError::Pem {
+        path: path.to_owned(),
+        reason,
+        expected,
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| pem_error(&files.cert_file, error.to_string(), CERTIFICATES))?;
+    if chain.is_empty() {
+        return Err(pem_error(
+            &files.cert_file,
+            "no certificate found".to_owned(),
+            CERTIFICATES,
+        ));
+    }
+
+    let key_pem = read(&files.key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| {
+        let reason = match error {
+            rustls_pki_types::pem::Error::NoItemsFound => "no private key found".to_owned(),
+            other => other.to_string(),
+        };
+        pem_error(&files.key_file, reason, KEY)
+    })?;
+
+    CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|error| TlsError::Key {
+        files: files.clone(),
+        reason: error.to_string(),
+    })
+}
+
+/// Reloads the certificate of a running server from the `[tls]` files of a
+/// new configuration (or from its fixed files), and logs the outcome: INFO
+/// on success, ERROR with the file and the reason when the old certificate
+/// stays. A change between HTTP and HTTPS needs a restart, and is logged
+/// with a warning.
+pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) {
+    let files = tls.and_then(|tls| tls.fixed_files.as_ref()).or(files);
+    match (tls, files) {
+        (Some(tls), Some(files)) => match tls.reload(files) {
+            Ok(()) => tracing::info!(
+                cert_file = %files.cert_file.display(),
+                key_file = %files.key_file.display(),
+                "TLS certificate reloaded"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "TLS certificate reload failed; the previous certificate keeps serving"
+            ),
+        },
+        (Some(_), None) => tracing::warn!(
+            "[tls] was removed from the configuration; HTTPS with the previous certificate \
+             continues until a restart"
+        ),
+        (None, Some(_)) => tracing::warn!(
+            "[tls] was added to the configuration; HTTPS starts only after a restart"
+        ),
+        (None, None) => {}
+    }
+}
