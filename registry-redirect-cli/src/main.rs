@@ -134,36 +134,36 @@ struct ServeArgs {
     /// Seconds a client may take to send a request's headers before the
     /// connection is closed. The time counts from the connection's start
     /// (PROXY header and TLS handshake included) or from the first byte
-    /// after an idle period. Overrides [limits] header_read_timeout_seconds
+    /// after an idle period. Overrides limits.header_read_timeout_seconds
     /// [default: 30]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     header_read_timeout: Option<u64>,
     /// Seconds a keep-alive connection may stay open with no request and
-    /// no byte received before it is closed; overrides [limits]
-    /// idle_timeout_seconds [default: 60]
+    /// no byte received before it is closed. Overrides
+    /// limits.idle_timeout_seconds [default: 60]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: Option<u64>,
-    /// The maximum size of a request's headers in bytes; larger requests
-    /// get 431. At least 8192; overrides [limits] max_header_bytes
+    /// The maximum size of a request's headers in bytes, at least 8192.
+    /// Larger requests get 431. Overrides limits.max_header_bytes
     /// [default: 32768]
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(8192..))]
     max_header_bytes: Option<u32>,
-    /// The maximum number of open connections; at the limit, new
+    /// The maximum number of open connections. At the limit, new
     /// connections wait in the listen backlog until one closes. Overrides
-    /// [limits] max_connections [default: 10000]
+    /// limits.max_connections [default: 10000]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: Option<u64>,
     /// The maximum number of concurrent requests (streams) on one HTTP/2
-    /// connection; overrides [limits] http2_max_concurrent_streams
+    /// connection. Overrides limits.http2_max_concurrent_streams
     /// [default: 100]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     http2_max_concurrent_streams: Option<u32>,
     /// The PEM file of the certificate chain to serve HTTPS with (server
-    /// certificate first); overrides [tls] cert_file. Needs --tls-key.
+    /// certificate first). Overrides tls.cert_file. Needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM file of the certificate's private key (PKCS#8, PKCS#1 or
-    /// SEC1); overrides [tls] key_file. Needs --tls-cert.
+    /// SEC1). Overrides tls.key_file. Needs --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Read a PROXY protocol header (v1 or v2) at the start of every

@@ -599,3 +599,80 @@ fn serve_checks_blobs_on_verified_mirror() {
         .expect("the server exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn sigterm_drains_blob_check_in_flight() {
+    // The mirror answers the blob check after 2 seconds, so the request is
+    // in flight inside the server, not in its socket, when SIGTERM comes.
+    let digest = format!("sha256:{}", "c".repeat(64));
+    let mirror_delay = Duration::from_secs(2);
+    let mirror = common::TestServer::start(&[(
+        format!("HEAD /blobs/{digest}").as_str(),
+        common::Reply::Delayed(mirror_delay, 200),
+    )]);
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-serve-drain-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_upstream = \"origin\"\n\
+             [upstreams.origin]\nurl = \"http://127.0.0.1:9/origin\"\n\
+             [upstreams.mirror]\nkind = \"blob_store\"\nurl = \"{}\"\n\
+             blob_path = \"/blobs/{{digest}}\"\nverify_blobs = true\n\
+             [[rules]]\nname = \"blobs\"\nkinds = [\"blob\"]\nupstream = \"mirror\"\n\
+             [blob_checks]\ntimeout_ms = 5000\n",
+            mirror.url("")
+        ),
+    )
+    .unwrap();
+    let shutdown_timeout = Duration::from_secs(10);
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--shutdown-timeout",
+        &shutdown_timeout.as_secs().to_string(),
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let addr = server.addr;
+    let target = format!("/v2/pause/blobs/{digest}");
+    let (sender, receiver) = mpsc::channel();
+    let client = thread::spawn(move || {
+        let _ = sender.send(send(addr, "GET", &target));
+    });
+    let started = Instant::now();
+    while mirror.requests().is_empty() {
+        assert!(
+            started.elapsed() < PROCESS_DEADLINE,
+            "the blob check never reached the mirror"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    let signalled = Instant::now();
+    terminate(server.pid());
+    wait_until_refused(server.addr);
+    let response = receiver
+        .recv_timeout(shutdown_timeout)
+        .expect("the request in flight gets its response");
+    client.join().unwrap();
+    assert_eq!(response.status, 307);
+    assert_eq!(
+        response.header("location"),
+        Some(mirror.url(&format!("/blobs/{digest}")).as_str())
+    );
+
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after the request in flight");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < shutdown_timeout,
+        "exited {:?} after SIGTERM, not within the shutdown timeout",
+        signalled.elapsed()
+    );
+}

@@ -28,6 +28,8 @@ pub enum Reply {
     CutShort(&'static str),
     /// Nothing until [`HANG`] has passed.
     Hang,
+    /// This status, with a short body, after this delay.
+    Delayed(Duration, u16),
 }
 
 /// A running server, stopped and joined on drop.
@@ -140,6 +142,10 @@ fn answer(
             )
         }
         Reply::Status(status) => {
+            format!("HTTP/1.1 {status} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
+        Reply::Delayed(delay, status) => {
+            thread::sleep(delay);
             format!("HTTP/1.1 {status} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         }
         Reply::Redirect(to) => format!(

@@ -1,0 +1,557 @@
+//! The listener of `serve` over real loopback TCP, in process: PROXY
+//! protocol headers from trusted and untrusted peers, the connection,
+//! header size and idle limits, and HTTPS with curl as the client.
+//!
+//! Loopback has a whole /8, so a client socket bound to 127.0.0.2 is the
+//! trusted proxy and one bound to 127.0.0.3 is not. Upstream URLs point at
+//! 127.0.0.1:9 and are only ever written into `Location` headers.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use registry_redirect_cli::config::Config;
+use registry_redirect_cli::limits::Limits;
+use registry_redirect_cli::proxy_protocol::ProxyProtocol;
+use registry_redirect_cli::serve::{self, ConnectionSettings, ShutdownSignals};
+use registry_redirect_cli::tls::{reload_certificate, Tls, TlsFiles};
+use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const TRUSTED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const UNTRUSTED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+/// Upper bound for one exchange.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A policy whose redirect shows the client's network: documentation
+/// ranges for IPv4 and IPv6, everything else to `default`.
+const POLICY: &str = r#"
+trusted_proxies = ["127.0.0.2/32"]
+default_upstream = "default"
+
+[upstreams.default]
+url = "http://127.0.0.1:9/default"
+
+[upstreams.v4]
+url = "http://127.0.0.1:9/v4net"
+
+[upstreams.v6]
+url = "http://127.0.0.1:9/v6net"
+
+[[rules]]
+name = "v4"
+clients = ["192.0.2.0/24"]
+upstream = "v4"
+
+[[rules]]
+name = "v6"
+clients = ["2001:db8::/32"]
+upstream = "v6"
+"#;
+
+const REQUEST: &[u8] =
+    b"GET /v2/pause/manifests/3.10 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+/// Starts [`serve::run`] on a free port of 127.0.0.1 with [`POLICY`].
+async fn start(limits: Limits, proxy_protocol: bool, tls: Option<Tls>) -> SocketAddr {
+    let listener = serve::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config::parse("listener-test.toml", POLICY).unwrap();
+    let handle = PolicyHandle::new(config.policy);
+    let layer = RegistryRedirectLayer::with_handle(handle.clone()).access_log(false);
+    let settings = ConnectionSettings {
+        limits,
+        tls,
+        proxy_protocol: proxy_protocol.then(|| ProxyProtocol::new(handle)),
+    };
+    let signals = ShutdownSignals::install().unwrap();
+    tokio::spawn(serve::run(
+        listener,
+        serve::router(layer),
+        signals,
+        Duration::from_secs(1),
+        settings,
+    ));
+    addr
+}
+
+/// Connects to `server` from the loopback address `source`.
+async fn connect_from(source: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Reads until the server closes the connection, at most [`IO_TIMEOUT`].
+/// A reset counts as a close: the server drops connections it rejects
+/// with unread bytes in them.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(IO_TIMEOUT, stream.read_to_end(&mut response)).await;
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Err(error)) => panic!("reading the response failed: {error}"),
+        Err(_) => panic!("the server neither responded nor closed within {IO_TIMEOUT:?}"),
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Sends `prefix` and then [`REQUEST`] from `source`, and returns the
+/// response; empty when the server closed the connection.
+async fn exchange(server: SocketAddr, source: Ipv4Addr, prefix: &[u8]) -> String {
+    let mut stream = connect_from(source, server).await;
+    let mut bytes = prefix.to_vec();
+    bytes.extend_from_slice(REQUEST);
+    // A server that closes at once may reset the connection mid-write.
+    let _ = stream.write_all(&bytes).await;
+    read_until_closed(&mut stream).await
+}
+
+fn location(response: &str) -> Option<&str> {
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix("location: "))
+}
+
+/// Builds a version 2 header: `command` 0x20 (LOCAL) or 0x21 (PROXY),
+/// `family` 0x11 (TCP over IPv4), 0x21 (TCP over IPv6) or 0x00, then the
+/// address block and TLVs as given.
+fn v2_header(command: u8, family: u8, rest: &[u8]) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(command);
+    header.push(family);
+    let length = u16::try_from(rest.len()).unwrap();
+    header.extend_from_slice(&length.to_be_bytes());
+    header.extend_from_slice(rest);
+    header
+}
+
+fn v2_tcp4(source: [u8; 4]) -> Vec<u8> {
+    let mut addresses = source.to_vec();
+    addresses.extend([127, 0, 0, 1]);
+    addresses.extend(40000u16.to_be_bytes());
+    addresses.extend(5000u16.to_be_bytes());
+    addresses
+}
+
+fn v2_tcp6(source: &str) -> Vec<u8> {
+    let source: std::net::Ipv6Addr = source.parse().unwrap();
+    let mut addresses = source.octets().to_vec();
+    addresses.extend(std::net::Ipv6Addr::LOCALHOST.octets());
+    addresses.extend(40000u16.to_be_bytes());
+    addresses.extend(5000u16.to_be_bytes());
+    addresses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_set_client_address() {
+    let server = start(Limits::default(), true, None).await;
+    let mut with_tlv = v2_tcp4([192, 0, 2, 9]);
+    // A PP2_TYPE_NOOP TLV of 3 bytes, which is skipped.
+    with_tlv.extend([0x04, 0x00, 0x03, 1, 2, 3]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "v1 TCP4",
+            b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 5000\r\n".to_vec(),
+            "/v4net/",
+        ),
+        (
+            "v1 TCP6",
+            b"PROXY TCP6 2001:db8::7 ::1 40000 5000\r\n".to_vec(),
+            "/v6net/",
+        ),
+        ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n".to_vec(), "/default/"),
+        (
+            "v2 TCP4",
+            v2_header(0x21, 0x11, &v2_tcp4([192, 0, 2, 7])),
+            "/v4net/",
+        ),
+        (
+            "v2 TCP6",
+            v2_header(0x21, 0x21, &v2_tcp6("2001:db8::7")),
+            "/v6net/",
+        ),
+        (
+            "v2 LOCAL",
+            v2_header(0x20, 0x11, &v2_tcp4([192, 0, 2, 7])),
+            "/default/",
+        ),
+        ("v2 UNSPEC", v2_header(0x21, 0x00, &[]), "/default/"),
+        (
+            "v2 TCP4 with TLV",
+            v2_header(0x21, 0x11, &with_tlv),
+            "/v4net/",
+        ),
+    ];
+    for (case, header, expected) in cases {
+        let response = exchange(server, TRUSTED, &header).await;
+        assert!(response.starts_with("HTTP/1.1 307 "), "{case}: {response}");
+        let location = location(&response).unwrap_or_default();
+        assert!(location.contains(expected), "{case}: {location}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_header_from_untrusted_peer_rejected() {
+    let server = start(Limits::default(), true, None).await;
+    let headers = [
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 5000\r\n".to_vec(),
+        v2_header(0x21, 0x11, &v2_tcp4([192, 0, 2, 7])),
+    ];
+    for header in headers {
+        let response = exchange(server, UNTRUSTED, &header).await;
+        assert_eq!(response, "", "{header:?}");
+    }
+
+    // Without a header, the untrusted peer is served as itself.
+    let response = exchange(server, UNTRUSTED, b"").await;
+    assert!(response.starts_with("HTTP/1.1 307 "), "{response}");
+    assert!(
+        location(&response)
+            .unwrap_or_default()
+            .contains("/default/"),
+        "{response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_peer_without_header_rejected() {
+    let server = start(Limits::default(), true, None).await;
+    let response = exchange(server, TRUSTED, b"").await;
+    assert_eq!(response, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_proxy_headers_rejected() {
+    let server = start(Limits::default(), true, None).await;
+    let mut no_crlf = b"PROXY TCP4 ".to_vec();
+    no_crlf.extend([b'1'; 120]);
+    let mut too_long = v2_tcp4([192, 0, 2, 7]);
+    too_long.resize(2000, 0);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "v1 invalid address",
+            b"PROXY TCP4 999.0.2.7 127.0.0.1 40000 5000\r\n".to_vec(),
+        ),
+        (
+            "v1 invalid protocol",
+            b"PROXY UDP4 192.0.2.7 127.0.0.1 1 2\r\n".to_vec(),
+        ),
+        ("v1 no CRLF within 107 bytes", no_crlf),
+        (
+            "v2 version 1 in the binary form",
+            v2_header(0x11, 0x11, &v2_tcp4([192, 0, 2, 7])),
+        ),
+        (
+            "v2 address block too short",
+            v2_header(0x21, 0x11, &[1, 2, 3]),
+        ),
+        (
+            "v2 longer than the maximum",
+            v2_header(0x21, 0x11, &too_long),
+        ),
+    ];
+    for (case, header) in cases {
+        let response = exchange(server, TRUSTED, &header).await;
+        assert_eq!(response, "", "{case}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_holds_next_connection() {
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let server = start(limits, false, None).await;
+    let holder = connect_from(UNTRUSTED, server).await;
+    // Let the server accept the first connection and take the only slot.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut waiting = connect_from(UNTRUSTED, server).await;
+    waiting.write_all(REQUEST).await.unwrap();
+    let mut first = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut first)).await;
+    assert!(early.is_err(), "served at the limit: {early:?}");
+
+    drop(holder);
+    // The timed-out read above read nothing, so the response is whole.
+    let response = read_until_closed(&mut waiting).await;
+    assert!(response.starts_with("HTTP/1.1 307 "), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431() {
+    let limits = Limits {
+        max_header_bytes: 8192,
+        ..Limits::default()
+    };
+    let server = start(limits, false, None).await;
+    let padding = "a".repeat(10_000);
+    let request = format!("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n");
+    let mut stream = connect_from(UNTRUSTED, server).await;
+    let _ = stream.write_all(request.as_bytes()).await;
+    let response = read_until_closed(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
+
+    // Headers below the limit are served.
+    let padding = "a".repeat(4_000);
+    let request = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\nConnection: close\r\n\r\n"
+    );
+    let mut stream = connect_from(UNTRUSTED, server).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+}
+
+/// Sends a keep-alive request and returns how long after the response
+/// the server closed the connection.
+async fn idle_close_after_response(server: SocketAddr) -> Duration {
+    let mut stream = connect_from(UNTRUSTED, server).await;
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let read = stream.read(&mut buffer).await.unwrap();
+    let response = String::from_utf8_lossy(&buffer[..read]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    let responded = Instant::now();
+    let rest = read_until_closed(&mut stream).await;
+    assert_eq!(rest, "");
+    responded.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_separate_from_header_timeout() {
+    // The idle timeout is longer than the header read timeout: the
+    // connection outlives the header read timeout while idle.
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(2000),
+        ..Limits::default()
+    };
+    let server = start(limits, false, None).await;
+    let closed_after = idle_close_after_response(server).await;
+    assert!(
+        closed_after >= Duration::from_millis(1900),
+        "closed after {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+
+    // And shorter: the idle timeout alone ends the connection.
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start(limits, false, None).await;
+    let closed_after = idle_close_after_response(server).await;
+    assert!(
+        closed_after >= Duration::from_millis(250),
+        "closed after {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+}
+
+/// A test CA and a server certificate for 127.0.0.1 that it signed, made
+/// with the `openssl` command in a directory of their own.
+struct TestCertificates {
+    dir: PathBuf,
+}
+
+impl TestCertificates {
+    fn create(name: &str) -> TestCertificates {
+        let dir = std::env::temp_dir().join(format!(
+            "registry-redirect-tls-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=registry-redirect test CA",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl runs (install the openssl package)");
+            assert!(
+                output.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        TestCertificates { dir }
+    }
+
+    fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert_file: self.dir.join("server.crt"),
+            key_file: self.dir.join("server.key"),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+}
+
+impl Drop for TestCertificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs curl against `server` over HTTPS with `ca` as the only trusted CA,
+/// and returns its `%{http_code} %{http_version}` and its Location.
+fn curl(server: SocketAddr, ca: &Path, version_flag: &str) -> (String, String) {
+    let url = format!("https://{server}/v2/pause/manifests/3.10");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", version_flag, "--cacert"])
+        .arg(ca)
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version} %{redirect_url}",
+        ])
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let written = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (status, location) = written.rsplit_once(' ').unwrap_or((&written, ""));
+    (
+        format!(
+            "{status}{}",
+            if output.status.success() {
+                String::new()
+            } else {
+                format!(" curl failed: {}", String::from_utf8_lossy(&output.stderr))
+            }
+        ),
+        location.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http1_and_http2() {
+    let certificates = TestCertificates::create("versions");
+    let tls = Tls::new(&certificates.files()).unwrap();
+    let server = start(Limits::default(), false, Some(tls)).await;
+    let ca = certificates.ca();
+
+    let cases = [("--http1.1", "307 1.1"), ("--http2", "307 2")];
+    for (flag, expected) in cases {
+        let ca = ca.clone();
+        let (status, location) = tokio::task::spawn_blocking(move || curl(server, &ca, flag))
+            .await
+            .unwrap();
+        assert_eq!(status, expected, "{flag}");
+        assert_eq!(
+            location, "http://127.0.0.1:9/default/v2/pause/manifests/3.10",
+            "{flag}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reload_keeps_old_on_error() {
+    let first = TestCertificates::create("first");
+    let second = TestCertificates::create("second");
+    let tls = Tls::new(&first.files()).unwrap();
+    let server = start(Limits::default(), false, Some(tls.clone())).await;
+    let status_with = |ca: PathBuf| async move {
+        tokio::task::spawn_blocking(move || curl(server, &ca, "--http2").0)
+            .await
+            .unwrap()
+    };
+    assert_eq!(status_with(first.ca()).await, "307 2");
+
+    // A truncated certificate and a key of another certificate are both
+    // rejected, and the first certificate keeps serving.
+    let broken = first.dir.join("broken.crt");
+    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
+    let bad_files = [
+        TlsFiles {
+            cert_file: broken,
+            key_file: first.files().key_file,
+        },
+        TlsFiles {
+            cert_file: first.files().cert_file,
+            key_file: second.files().key_file,
+        },
+    ];
+    for files in &bad_files {
+        let error = tls.reload(files).unwrap_err();
+        reload_certificate(Some(&tls), Some(files));
+        assert_eq!(status_with(first.ca()).await, "307 2", "{error}");
+    }
+
+    // A good pair replaces it.
+    tls.reload(&second.files()).unwrap();
+    assert_eq!(status_with(second.ca()).await, "307 2");
+    assert!(status_with(first.ca()).await.contains("curl failed"));
+}
