@@ -461,16 +461,20 @@ wait_for_quiet_log() {
     done
 }
 
-# pull_through_redirector CLIENT NAMESPACE [ADDRESS]: copies the tag through
-# the redirector at ADDRESS (default $REDIRECTOR) into the dir: layout
-# pulled-CLIENT, as a client in NAMESPACE.
+# pull_through_redirector CLIENT NAMESPACE [ADDRESS [CERT_DIR]]: copies the
+# tag through the redirector at ADDRESS (default $REDIRECTOR) into the dir:
+# layout pulled-CLIENT, as a client in NAMESPACE. With CERT_DIR, skopeo
+# speaks HTTPS to ADDRESS and trusts only the CA certificates (*.crt) in
+# CERT_DIR; without it, skopeo verifies nothing and falls back to HTTP.
 pull_through_redirector() {
-    local client=$1 ns=$2 address=${3:-$REDIRECTOR}
+    local client=$1 ns=$2 address=${3:-$REDIRECTOR} cert_dir=${4:-}
     local out=$workdir/pulled-$client
+    local tls_flags=(--src-tls-verify=false)
+    [[ -n "$cert_dir" ]] && tls_flags=(--src-tls-verify=true --src-cert-dir "$cert_dir")
     rm -rf "$out"
     if ip netns exec "$ns" timeout "$SKOPEO_TIMEOUT_SECS" \
         skopeo --policy "$SKOPEO_POLICY" copy --quiet \
-        --src-tls-verify=false --src-no-creds \
+        "${tls_flags[@]}" --src-no-creds \
         "docker://$address/$REPOSITORY:$TAG" "dir:$out" \
         >"$workdir/logs/pull-$client.log" 2>&1; then
         pass "client $client pulls through registry-redirect"

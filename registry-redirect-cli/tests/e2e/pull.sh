@@ -8,12 +8,16 @@
 # tag, so the pulled manifest digest shows which registry served the client.
 # The registries' access logs and the redirector's log must agree with it.
 # curl then checks the raw responses: HEAD redirects with 307 and no body,
-# and an upload (POST) is rejected with 405.
+# and an upload (POST) is rejected with 405. Last, a second redirector
+# serves the same policy over HTTPS with a certificate from a test CA.
+# skopeo pulls through it trusting only that CA and follows the redirect to
+# the plain-HTTP registry. curl gets the redirect over HTTP/1.1 and over
+# HTTP/2 (ALPN h2).
 #
 # Usage: pull.sh PATH_TO_REGISTRY_REDIRECT
 #        (or set REGISTRY_REDIRECT_BIN instead of passing the path)
 # Needs: root (network namespaces), ip, docker-registry, skopeo, curl, jq,
-#        tar, gzip, sha256sum, timeout, flock.
+#        openssl, tar, gzip, sha256sum, timeout, flock.
 # Set REGISTRY_REDIRECT_E2E_KEEP=1 to keep the temp dir with all logs.
 #
 # The last line is "N passed, M failed"; the exit status is 0 only when
@@ -30,6 +34,7 @@ readonly REPOSITORY=e2e/hello
 readonly REDIRECTOR_PORT=15000
 readonly REGISTRY_A_PORT=15001
 readonly REGISTRY_B_PORT=15002
+readonly REDIRECTOR_TLS_PORT=15003
 
 require_redirector_bin "${1:-}"
 check_prerequisites
@@ -48,6 +53,7 @@ readonly CLIENT_B_IP=$NET_B.2
 readonly REGISTRY_A=$SERVICE_IP:$REGISTRY_A_PORT
 readonly REGISTRY_B=$SERVICE_IP:$REGISTRY_B_PORT
 readonly REDIRECTOR=$SERVICE_IP:$REDIRECTOR_PORT
+readonly REDIRECTOR_TLS=$SERVICE_IP:$REDIRECTOR_TLS_PORT
 
 # Interface names are at most 15 bytes, and "rr" + PID (<= 7 digits) + 3 fit.
 readonly PREFIX=rr$$
@@ -307,6 +313,62 @@ if kill -0 "$redirector_pid" 2>/dev/null; then
 else
     fail "registry-redirect still runs after all requests" "the process exited"
 fi
+
+# --- HTTPS -----------------------------------------------------------------
+
+# make_certificates DIR: writes a test CA (DIR/certs/ca.crt, the only file
+# in DIR/certs, as skopeo's --src-cert-dir wants) and a server certificate
+# and key for $SERVICE_IP that it signed (DIR/server.crt, DIR/server.key).
+make_certificates() {
+    local dir=$1
+    mkdir -p "$dir/certs"
+    printf 'subjectAltName=IP:%s\n' "$SERVICE_IP" >"$dir/san.ext"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$dir/ca.key" -out "$dir/certs/ca.crt" -days 2 \
+        -subj "/CN=registry-redirect e2e CA" 2>>"$workdir/logs/openssl.log" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -keyout "$dir/server.key" -out "$dir/server.csr" \
+            -subj "/CN=$SERVICE_IP" 2>>"$workdir/logs/openssl.log" &&
+        openssl x509 -req -in "$dir/server.csr" -CA "$dir/certs/ca.crt" \
+            -CAkey "$dir/ca.key" -CAcreateserial -days 2 -extfile "$dir/san.ext" \
+            -out "$dir/server.crt" 2>>"$workdir/logs/openssl.log"
+}
+
+readonly TLS_DIR=$workdir/tls
+make_certificates "$TLS_DIR" ||
+    die "openssl could not make the test certificates: $(tail -n 3 "$workdir/logs/openssl.log")"
+
+readonly REDIRECTOR_TLS_CONFIG=$workdir/registry-redirect-tls.toml
+cp "$REDIRECTOR_CONFIG" "$REDIRECTOR_TLS_CONFIG"
+printf '\n[tls]\ncert_file = "tls/server.crt"\nkey_file = "tls/server.key"\n' \
+    >>"$REDIRECTOR_TLS_CONFIG"
+
+say "starting registry-redirect with TLS on $REDIRECTOR_TLS"
+"$redirector_bin" serve --config "$REDIRECTOR_TLS_CONFIG" --listen "$REDIRECTOR_TLS" \
+    >"$workdir/logs/registry-redirect-tls.stdout" 2>"$workdir/logs/registry-redirect-tls.log" &
+pids+=("$!")
+CURL_CA_BUNDLE=$TLS_DIR/certs/ca.crt \
+    wait_for_http registry-redirect-tls "$!" "https://$REDIRECTOR_TLS/v2/"
+pass "registry-redirect answers GET /v2/ over HTTPS with 200"
+
+pull_through_redirector b-tls "$NS_B" "$REDIRECTOR_TLS" "$TLS_DIR/certs"
+check_eq "client b receives the manifest of registry b over HTTPS" "$DIGEST_B" "$(pulled_digest b-tls)"
+
+# check_https_redirect VERSION_FLAG EXPECTED_VERSION: curl in client b's
+# namespace, trusting only the test CA, gets the manifest redirect to
+# registry b over the HTTP version that VERSION_FLAG selects.
+check_https_redirect() {
+    local flag=$1 expected_version=$2 written
+    written=$(ip netns exec "$NS_B" curl -s --max-time "$CURL_TIMEOUT_SECS" "$flag" \
+        --cacert "$TLS_DIR/certs/ca.crt" -o /dev/null \
+        -w '%{http_code} %{http_version} %{redirect_url}' \
+        "https://$REDIRECTOR_TLS$MANIFEST_PATH" || true)
+    check_eq "HTTPS $flag: status, version and Location" \
+        "307 $expected_version http://$REGISTRY_B$MANIFEST_PATH" "$written"
+}
+
+check_https_redirect --http1.1 1.1
+check_https_redirect --http2 2
 
 # --- summary ---------------------------------------------------------------
 
