@@ -188,6 +188,23 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// Describes a PEM error with the section's label as text, where the
+/// error's own `Display` (rustls-pki-types 1.16) prints it as a byte list.
+fn describe_pem_error(error: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+
+    match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "the \"{}\" section has no END line, so the file may be cut short",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => {
+            format!("invalid BEGIN line \"{}\"", String::from_utf8_lossy(line))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Reads the chain and key of `files` and checks that they belong
 /// together.
 fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
@@ -202,7 +219,7 @@ fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     };
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| pem_error(&files.cert_file, error.to_string(), CERTIFICATES))?;
+        .map_err(|error| pem_error(&files.cert_file, describe_pem_error(&error), CERTIFICATES))?;
     if chain.is_empty() {
         return Err(pem_error(
             &files.cert_file,
@@ -215,7 +232,7 @@ fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| {
         let reason = match error {
             rustls_pki_types::pem::Error::NoItemsFound => "no private key found".to_owned(),
-            other => other.to_string(),
+            other => describe_pem_error(&other),
         };
         pem_error(&files.key_file, reason, KEY)
     })?;
@@ -253,5 +270,52 @@ pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) {
             "[tls] was added to the configuration; HTTPS starts only after a restart"
         ),
         (None, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `cert` and `key` to files in a new temp directory named after
+    /// `name`, and returns them.
+    fn write_files(name: &str, cert: &str, key: &str) -> TlsFiles {
+        let dir = std::env::temp_dir().join(format!(
+            "registry-redirect-tls-unit-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = TlsFiles {
+            cert_file: dir.join("tls.crt"),
+            key_file: dir.join("tls.key"),
+        };
+        std::fs::write(&files.cert_file, cert).unwrap();
+        std::fs::write(&files.key_file, key).unwrap();
+        files
+    }
+
+    #[test]
+    fn invalid_pem_files_rejected() {
+        let cases = [
+            ("empty-cert", "", "", "tls.crt: no certificate found"),
+            (
+                "cut-cert",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n",
+                "",
+                "tls.crt: the \"CERTIFICATE\" section has no END line",
+            ),
+            (
+                "no-key",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "not a key\n",
+                "tls.key: no private key found",
+            ),
+        ];
+        for (name, cert, key, expected) in cases {
+            let files = write_files(name, cert, key);
+            let message = Tls::new(&files).unwrap_err().to_string();
+            assert!(message.contains(expected), "{name}: {message}");
+            let _ = std::fs::remove_dir_all(files.cert_file.parent().unwrap());
+        }
     }
 }

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/certificates.rs"]
+mod certificates;
+
+use certificates::TestCertificates;
 use registry_redirect_cli::config::Config;
 use registry_redirect_cli::limits::Limits;
 use registry_redirect_cli::proxy_protocol::ProxyProtocol;
@@ -300,6 +304,23 @@ async fn oversized_headers_get_431() {
     let response = read_until_closed(&mut stream).await;
     assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
 
+    // HTTP/2 (prior knowledge) counts the header list against the same
+    // limit.
+    let header = format!("X-Padding: {padding}");
+    let written = tokio::task::spawn_blocking(move || {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-H"])
+            .arg(header)
+            .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+            .arg(format!("http://{server}/v2/"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(written, "431 2");
+
     // Headers below the limit are served.
     let padding = "a".repeat(4_000);
     let request = format!(
@@ -365,104 +386,6 @@ async fn idle_timeout_separate_from_header_timeout() {
         closed_after < Duration::from_secs(3),
         "closed after {closed_after:?}"
     );
-}
-
-/// A test CA and a server certificate for 127.0.0.1 that it signed, made
-/// with the `openssl` command in a directory of their own.
-struct TestCertificates {
-    dir: PathBuf,
-}
-
-impl TestCertificates {
-    fn create(name: &str) -> TestCertificates {
-        let dir = std::env::temp_dir().join(format!(
-            "registry-redirect-tls-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        let steps: [&[&str]; 3] = [
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=registry-redirect test CA",
-            ],
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.crt",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        ];
-        for args in steps {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .output()
-                .expect("openssl runs (install the openssl package)");
-            assert!(
-                output.status.success(),
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        TestCertificates { dir }
-    }
-
-    fn files(&self) -> TlsFiles {
-        TlsFiles {
-            cert_file: self.dir.join("server.crt"),
-            key_file: self.dir.join("server.key"),
-        }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-}
-
-impl Drop for TestCertificates {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Runs curl against `server` over HTTPS with `ca` as the only trusted CA,

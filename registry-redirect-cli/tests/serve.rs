@@ -6,6 +6,9 @@
 
 mod common;
 
+#[path = "common/certificates.rs"]
+mod certificates;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
@@ -92,7 +95,7 @@ fn echo_lines(stream: impl Read + Send + 'static) {
     });
 }
 
-/// Reads the first stdout line, `listening on http://ADDR`, on a thread so
+/// Reads the first stdout line, `listening on http://ADDR` (or https), on a thread so
 /// that a server that never prints cannot hang the test. The thread then
 /// drains the rest of stdout, so the server never blocks on a full pipe.
 fn read_listen_address(stdout: ChildStdout) -> SocketAddr {
@@ -107,8 +110,11 @@ fn read_listen_address(stdout: ChildStdout) -> SocketAddr {
         .recv_timeout(PROCESS_DEADLINE)
         .expect("the server prints its address within the deadline");
     line.strip_prefix("listening on http://")
+        .or_else(|| line.strip_prefix("listening on https://"))
         .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("first stdout line is not `listening on http://ADDR`: {line:?}"))
+        .unwrap_or_else(|| {
+            panic!("first stdout line is not `listening on http://ADDR` or https: {line:?}")
+        })
 }
 
 /// A parsed HTTP/1.1 response.
@@ -602,7 +608,7 @@ fn serve_checks_blobs_on_verified_mirror() {
 
 #[test]
 fn sigterm_drains_blob_check_in_flight() {
-    // The mirror answers the blob check after 2 seconds, so the request is
+    // The mirror responds to the blob check after 2 seconds, so the request is
     // in flight inside the server, not in its socket, when SIGTERM comes.
     let digest = format!("sha256:{}", "c".repeat(64));
     let mirror_delay = Duration::from_secs(2);
@@ -675,4 +681,79 @@ fn sigterm_drains_blob_check_in_flight() {
         "exited {:?} after SIGTERM, not within the shutdown timeout",
         signalled.elapsed()
     );
+}
+
+/// Runs curl on `/v2/pause/manifests/3.10` over HTTPS, trusting only `ca`,
+/// and returns the status, or curl's error.
+fn https_status(addr: SocketAddr, ca: &std::path::Path) -> String {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://{addr}/v2/pause/manifests/3.10"))
+        .output()
+        .expect("curl runs");
+    if output.status.success() {
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    } else {
+        format!("curl failed: {}", String::from_utf8_lossy(&output.stderr))
+    }
+}
+
+#[test]
+fn sighup_reloads_certificate_keeps_bad() {
+    let first = certificates::TestCertificates::create("sighup-first");
+    let second = certificates::TestCertificates::create("sighup-second");
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-tls-reload-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let install = |files: &registry_redirect_cli::tls::TlsFiles| {
+        std::fs::copy(&files.cert_file, dir.join("server.crt")).unwrap();
+        std::fs::copy(&files.key_file, dir.join("server.key")).unwrap();
+    };
+    install(&first.files());
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "default_upstream = \"main\"\n[upstreams.main]\nurl = \"http://127.0.0.1:9\"\n\
+         [tls]\ncert_file = \"server.crt\"\nkey_file = \"server.key\"\n",
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    assert_eq!(https_status(server.addr, &first.ca()), "307");
+
+    // A certificate file cut short is rejected, and the first certificate
+    // keeps serving.
+    std::fs::write(
+        dir.join("server.crt"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n",
+    )
+    .unwrap();
+    send_signal(server.pid(), "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        assert_eq!(https_status(server.addr, &first.ca()), "307");
+    }
+
+    // A valid pair from another CA replaces it.
+    install(&second.files());
+    send_signal(server.pid(), "-HUP");
+    let started = Instant::now();
+    while https_status(server.addr, &second.ca()) != "307" {
+        assert!(
+            started.elapsed() < PROCESS_DEADLINE,
+            "the second certificate never served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(https_status(server.addr, &first.ca()).starts_with("curl failed"));
+
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
