@@ -172,10 +172,11 @@ struct ServeArgs {
     /// peers, are closed. Same as proxy_protocol = true.
     #[arg(long)]
     proxy_protocol: bool,
-    /// Reload when the configuration file or a range file it names changes
-    /// on disk, as SIGHUP does: after 200 ms without further changes, and
-    /// only when a file's content changed. Follows files replaced by rename
-    /// and Kubernetes ConfigMap updates.
+    /// Reload when the configuration file, a range file or TLS file it
+    /// names, or the files of --tls-cert and --tls-key change on disk, as
+    /// SIGHUP does: after 200 ms without further changes, and only when a
+    /// file's content changed. Follows files replaced by rename and
+    /// Kubernetes ConfigMap and Secret updates.
     #[arg(long, requires = "config")]
     watch: bool,
 }
@@ -519,8 +520,13 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config)
                 .with_tls(tls.clone());
             if args.watch {
+                let fixed_files = args
+                    .flag_tls_files()
+                    .map(|files| vec![files.cert_file, files.key_file])
+                    .unwrap_or_default();
                 watching = Some(watch::watch_files(
                     reloader.clone(),
+                    fixed_files,
                     watch::DEFAULT_QUIET_PERIOD,
                 )?);
             }

@@ -1,5 +1,6 @@
 //! `serve --watch`: reloads the configuration when the configuration file,
-//! or a range file it names, changes on disk.
+//! a range file or TLS certificate or key file it names, or a certificate
+//! or key file given on the command line, changes on disk.
 //!
 //! Editors and Kubernetes replace files rather than write them in place, so
 //! the watcher never watches a file itself, whose watch would end with the
@@ -18,14 +19,14 @@
 //!
 //! Events arrive in bursts (a rename-save alone makes several), so a check
 //! runs once no event has arrived for the quiet period, or after
-//! [`MAX_DELAY`] of continuous events. A check hashes the configuration file
-//! and its range files (SHA-256) and reloads through [`Reloader::reload`],
+//! [`MAX_DELAY`] of continuous events. A check hashes the watched files
+//! (SHA-256) and reloads through [`Reloader::reload`],
 //! exactly as `SIGHUP` does, only when a hash changed since the previous
 //! check. Touching a file therefore does not reload it, and an invalid file
 //! is tried once, logged with its errors, and the previous policy keeps
 //! serving. After every check the watcher finds the files and links again,
-//! because the new configuration may name other range files and a new
-//! ConfigMap version ends in another directory.
+//! because the new configuration may name other files and a new ConfigMap
+//! or Secret version ends in another directory.
 //!
 //! NOTE: notify 8.2 logs `Unable to remove the path from the watches` at
 //! WARN when a watched directory is removed while its parent is watched,
@@ -49,7 +50,7 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! // Watches until `watching` is dropped.
-//! let watching = watch_files(reloader, DEFAULT_QUIET_PERIOD).unwrap();
+//! let watching = watch_files(reloader, Vec::new(), DEFAULT_QUIET_PERIOD).unwrap();
 //! assert_eq!(watching.files(), [path]);
 //! # });
 //! # std::fs::remove_dir_all(&dir).unwrap();
@@ -93,8 +94,8 @@ pub enum WatchError {
 /// The files and directories that one check found to watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Targets {
-    /// The configuration file, then each range file, as the configuration
-    /// resolves them.
+    /// The configuration file, each file it names, as the configuration
+    /// resolves them, and the fixed files.
     files: Vec<PathBuf>,
     /// The directories to watch: those of the files, of the links on the
     /// way to them, and of the files the links end at.
@@ -116,7 +117,8 @@ pub struct FileWatch {
 
 impl FileWatch {
     /// Returns the files watched when watching started: the configuration
-    /// file, then each range file it names.
+    /// file, each range file, then the TLS certificate and key file it
+    /// names, then the fixed files.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
@@ -128,11 +130,18 @@ impl Drop for FileWatch {
     }
 }
 
-/// Starts watching the configuration file of `reloader` and the range files
-/// it names, and reloads through `reloader` when their content changes.
-/// `quiet` is the time without events after which the files are checked.
-/// Needs a Tokio runtime.
-pub fn watch_files(reloader: Reloader, quiet: Duration) -> Result<FileWatch, WatchError> {
+/// Starts watching the configuration file of `reloader`, the range files
+/// and TLS certificate and key files it names, and `fixed_files`, and
+/// reloads through `reloader` when their content changes. `fixed_files` are
+/// files that the reload reads but the configuration file does not name,
+/// such as the certificate and key of `--tls-cert` and `--tls-key`. `quiet`
+/// is the time without events after which the files are checked. Needs a
+/// Tokio runtime.
+pub fn watch_files(
+    reloader: Reloader,
+    fixed_files: Vec<PathBuf>,
+    quiet: Duration,
+) -> Result<FileWatch, WatchError> {
     let names = Arc::new(RwLock::new(BTreeSet::new()));
     let pending = Arc::new(Notify::new());
     let watcher = {
@@ -150,7 +159,8 @@ pub fn watch_files(reloader: Reloader, quiet: Duration) -> Result<FileWatch, Wat
         watcher,
         names,
         watched: BTreeSet::new(),
-        range_paths: Vec::new(),
+        named_paths: Vec::new(),
+        fixed_files,
         targets: Targets::default(),
         fingerprint: Vec::new(),
     };
@@ -231,9 +241,10 @@ struct WatchState {
     names: Arc<RwLock<BTreeSet<OsString>>>,
     /// The directories the watcher watches now.
     watched: BTreeSet<PathBuf>,
-    /// The range file paths of the last configuration file that parsed as
-    /// TOML, kept while the file does not parse.
-    range_paths: Vec<String>,
+    /// The paths of the files that the last configuration file that parsed
+    /// as TOML names, kept while the file does not parse.
+    named_paths: Vec<String>,
+    fixed_files: Vec<PathBuf>,
     targets: Targets,
     fingerprint: Fingerprint,
 }
@@ -262,10 +273,10 @@ impl WatchState {
     /// Finds the files and links to watch again, and watches the
     /// directories that changed.
     fn refresh(&mut self, config: &Path) {
-        if let Some(paths) = read_range_paths(config) {
-            self.range_paths = paths;
+        if let Some(paths) = read_named_files(config) {
+            self.named_paths = paths;
         }
-        self.targets = find_targets(config, &self.range_paths);
+        self.targets = find_targets(config, &self.named_paths, &self.fixed_files);
 
         if let Ok(mut names) = self.names.write() {
             names.clone_from(&self.targets.names);
@@ -303,11 +314,12 @@ impl WatchState {
     }
 }
 
-/// The part of a configuration file that names range files.
+/// The parts of a configuration file that name other files.
 #[derive(Deserialize)]
-struct RangePaths {
+struct NamedFiles {
     #[serde(default)]
     client_ranges: Vec<RangeEntry>,
+    tls: Option<TlsEntry>,
 }
 
 #[derive(Deserialize)]
@@ -315,29 +327,40 @@ struct RangeEntry {
     path: Option<String>,
 }
 
-/// Reads the `path` of each `[[client_ranges]]` entry of the configuration
-/// file. Returns `None` when the file cannot be read or is not TOML. The
-/// rest of the file is not checked here: a reload reports its errors.
-fn read_range_paths(config: &Path) -> Option<Vec<String>> {
+#[derive(Deserialize)]
+struct TlsEntry {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+}
+
+/// Reads the files that the configuration file names: the `path` of each
+/// `[[client_ranges]]` entry, then `tls.cert_file` and `tls.key_file`.
+/// Returns `None` when the file cannot be read or is not TOML. The rest of
+/// the file is not checked here: a reload reports its errors.
+fn read_named_files(config: &Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(config).ok()?;
-    let parsed: RangePaths = toml::from_str(&text).ok()?;
-    Some(
-        parsed
-            .client_ranges
-            .into_iter()
-            .filter_map(|entry| entry.path)
-            .collect(),
-    )
+    let parsed: NamedFiles = toml::from_str(&text).ok()?;
+    let mut paths: Vec<String> = parsed
+        .client_ranges
+        .into_iter()
+        .filter_map(|entry| entry.path)
+        .collect();
+    if let Some(tls) = parsed.tls {
+        paths.extend(tls.cert_file);
+        paths.extend(tls.key_file);
+    }
+    Some(paths)
 }
 
 /// Lists the files, directories and names to watch for the configuration
-/// file `config` and its range files at `range_paths`, which are relative
+/// file `config`, the files it names at `named_paths`, which are relative
 /// to the directory of `config` unless absolute, as [`crate::config`]
-/// resolves them.
-fn find_targets(config: &Path, range_paths: &[String]) -> Targets {
+/// resolves them, and `fixed_files`.
+fn find_targets(config: &Path, named_paths: &[String], fixed_files: &[PathBuf]) -> Targets {
     let directory = config.parent().unwrap_or(Path::new(""));
     let mut files = vec![config.to_path_buf()];
-    files.extend(range_paths.iter().map(|path| directory.join(path)));
+    files.extend(named_paths.iter().map(|path| directory.join(path)));
+    files.extend(fixed_files.iter().cloned());
 
     let mut targets = Targets {
         files,
@@ -477,7 +500,7 @@ mod tests {
         let loaded = Config::load(config).unwrap();
         let handle = PolicyHandle::new(loaded.policy.clone());
         let reloader = Reloader::new(config.to_path_buf(), handle.clone(), None, &loaded);
-        let watching = watch_files(reloader, TEST_QUIET).unwrap();
+        let watching = watch_files(reloader, Vec::new(), TEST_QUIET).unwrap();
         (handle, watching)
     }
 
@@ -577,6 +600,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fixed_file_change_reloads() {
+        let dir = scratch_dir("fixed-file");
+        let config = dir.join("config.toml");
+        std::fs::write(&config, policy_text("first")).unwrap();
+        let certificate = dir.join("cert.pem");
+        std::fs::write(&certificate, "first certificate").unwrap();
+        let loaded = Config::load(&config).unwrap();
+        let handle = PolicyHandle::new(loaded.policy.clone());
+        let reloader = Reloader::new(config.clone(), handle.clone(), None, &loaded);
+        let watching = watch_files(reloader, vec![certificate.clone()], TEST_QUIET).unwrap();
+        assert_eq!(watching.files(), [config.clone(), certificate.clone()]);
+        let before = handle.load_full();
+
+        // A reload stores a new policy even when it equals the old one.
+        save_by_rename(&certificate, "second certificate");
+        let started = Instant::now();
+        while Arc::ptr_eq(&before, &handle.load_full()) {
+            assert!(
+                started.elapsed() < RELOAD_DEADLINE,
+                "no reload after the certificate changed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn unchanged_content_does_not_reload() {
         let dir = scratch_dir("unchanged");
         let config = dir.join("config.toml");
@@ -620,23 +670,29 @@ mod tests {
     }
 
     #[test]
-    fn range_paths_read_from_toml() {
+    fn named_files_read_from_toml() {
         let dir = scratch_dir("range-paths");
         let config = dir.join("config.toml");
         std::fs::write(
             &config,
             "default_upstream = \"a\"\n\
              [[client_ranges]]\nformat = \"plain\"\npath = \"ranges/a.txt\"\n\
-             [[client_ranges]]\nformat = \"aws\"\npath = \"/srv/aws.json\"\n",
+             [[client_ranges]]\nformat = \"aws\"\npath = \"/srv/aws.json\"\n\
+             [tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"tls/key.pem\"\n",
         )
         .unwrap();
         assert_eq!(
-            read_range_paths(&config),
-            Some(vec!["ranges/a.txt".to_owned(), "/srv/aws.json".to_owned()])
+            read_named_files(&config),
+            Some(vec![
+                "ranges/a.txt".to_owned(),
+                "/srv/aws.json".to_owned(),
+                "tls/cert.pem".to_owned(),
+                "tls/key.pem".to_owned(),
+            ])
         );
 
         std::fs::write(&config, "this is = not [toml").unwrap();
-        assert_eq!(read_range_paths(&config), None);
+        assert_eq!(read_named_files(&config), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -645,9 +701,21 @@ mod tests {
         let dir = scratch_dir("plain");
         let config = dir.join("config.toml");
         std::fs::write(&config, "").unwrap();
-        let targets = find_targets(&config, &["ranges/a.txt".to_owned()]);
+        let targets = find_targets(
+            &config,
+            &["ranges/a.txt".to_owned()],
+            &[PathBuf::from("/etc/tls/cert.pem")],
+        );
 
-        assert_eq!(targets.files, [config.clone(), dir.join("ranges/a.txt")]);
+        assert_eq!(
+            targets.files,
+            [
+                config.clone(),
+                dir.join("ranges/a.txt"),
+                PathBuf::from("/etc/tls/cert.pem")
+            ]
+        );
+        assert!(targets.directories.contains(Path::new("/etc/tls")));
         assert!(targets.directories.contains(&dir));
         assert!(targets.directories.contains(&dir.join("ranges")));
         assert!(targets.names.contains(&OsString::from("config.toml")));
@@ -664,7 +732,7 @@ mod tests {
         symlink("..2026_12_04_10_00_00.000000001", dir.join("..data")).unwrap();
         symlink("..data/config.toml", dir.join("config.toml")).unwrap();
 
-        let targets = find_targets(&dir.join("config.toml"), &[]);
+        let targets = find_targets(&dir.join("config.toml"), &[], &[]);
 
         assert!(targets.names.contains(&OsString::from("..data")));
         assert!(targets.names.contains(&OsString::from("config.toml")));
