@@ -193,6 +193,10 @@ pub struct Reloader {
     check_settings: CheckSettings,
     listener_keys: (bool, Limits),
     tls: Option<Tls>,
+    /// Held for the whole of a reload, so that reloads started at once (a
+    /// SIGHUP during a file change) run one after the other, and the one
+    /// that read the files last also stores its policy last.
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Reloader {
@@ -212,6 +216,7 @@ impl Reloader {
             check_settings: started.check_settings.clone(),
             listener_keys: (started.proxy_protocol, started.limits),
             tls: None,
+            running: Arc::default(),
         }
     }
 
@@ -230,6 +235,7 @@ impl Reloader {
     /// the policy. `trigger` names what started the reload in the log, such
     /// as `SIGHUP`. Returns whether the new policy is serving.
     pub async fn reload(&self, trigger: &'static str) -> bool {
+        let _running = self.running.lock().await;
         let file = self.path.clone();
         let tls = self.tls.clone();
         let loaded = tokio::task::spawn_blocking(move || {
