@@ -11,12 +11,14 @@ use std::sync::Arc;
 use arc_swap::Guard;
 use http::{request, Request, Response};
 use pin_project_lite::pin_project;
-use registry_redirect_core::{decide, Decision, Outcome, Policy, RequestView};
+use registry_redirect_core::{decide, Decision, Outcome, Policy, RequestView, Upstream};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
+use crate::client_log::ClientAddressLogging;
 use crate::handle::PolicyHandle;
+use crate::metrics::Metrics;
 use crate::select::{Checks, Selection};
 
 /// The `tracing` target of access-log events.
@@ -26,7 +28,7 @@ pub const ACCESS_LOG_TARGET: &str = "registry_redirect::access";
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     access_log: bool,
-    log_client_address: bool,
+    client_addresses: ClientAddressLogging,
 }
 
 /// A [`Layer`] that responds to OCI distribution requests (`/v2` and below)
@@ -61,6 +63,7 @@ pub struct RegistryRedirectLayer {
     policy: PolicyHandle,
     settings: Settings,
     checks: Option<Checks>,
+    metrics: Option<Metrics>,
 }
 
 impl RegistryRedirectLayer {
@@ -76,9 +79,10 @@ impl RegistryRedirectLayer {
             policy: handle,
             settings: Settings {
                 access_log: true,
-                log_client_address: false,
+                client_addresses: ClientAddressLogging::Off,
             },
             checks: None,
+            metrics: None,
         }
     }
 
@@ -90,7 +94,24 @@ impl RegistryRedirectLayer {
     /// `upstream`. Every other request gets the same response as
     /// without checks, at once.
     pub fn with_checks(mut self, checks: Checks) -> Self {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_checks(&checks);
+        }
         self.checks = Some(checks);
+        self
+    }
+
+    /// Records every request in `metrics`: requests outside `/v2` by the
+    /// inner service's status code, the others by decision, rule, upstream
+    /// and status code, with the decision's latency. With
+    /// [`RegistryRedirectLayer::with_checks`], the metrics also report the
+    /// blob-check cache and mirror health. Recording takes no lock and
+    /// allocates nothing, except once after each policy change.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        if let Some(checks) = &self.checks {
+            metrics.observe_checks(checks);
+        }
+        self.metrics = Some(metrics);
         self
     }
 
@@ -109,11 +130,25 @@ impl RegistryRedirectLayer {
         self
     }
 
-    /// Sets whether access-log events carry the client address (field
-    /// `client`). Off by default, so that logs hold no personal data
-    /// unless an operator asks for it.
-    pub fn log_client_address(mut self, enabled: bool) -> Self {
-        self.settings.log_client_address = enabled;
+    /// Sets whether access-log events carry the whole client address
+    /// (field `client`). Off by default, so that logs hold no personal data
+    /// unless an operator asks for it. Same as
+    /// [`RegistryRedirectLayer::client_address_logging`] with
+    /// [`ClientAddressLogging::Full`] or [`ClientAddressLogging::Off`].
+    pub fn log_client_address(self, enabled: bool) -> Self {
+        let mode = if enabled {
+            ClientAddressLogging::Full
+        } else {
+            ClientAddressLogging::Off
+        };
+        self.client_address_logging(mode)
+    }
+
+    /// Sets whether access-log events carry the client address, whole or
+    /// truncated to its network (field `client`), and its source (field
+    /// `client_source`). Off by default.
+    pub fn client_address_logging(mut self, mode: ClientAddressLogging) -> Self {
+        self.settings.client_addresses = mode;
         self
     }
 }
@@ -127,6 +162,7 @@ impl<S> Layer<S> for RegistryRedirectLayer {
             policy: self.policy.clone(),
             settings: self.settings,
             checks: self.checks.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -138,6 +174,7 @@ pub struct RegistryRedirect<S> {
     policy: PolicyHandle,
     settings: Settings,
     checks: Option<Checks>,
+    metrics: Option<Metrics>,
 }
 
 impl<S> RegistryRedirect<S> {
@@ -165,7 +202,10 @@ where
         let view = RequestView::from_request(&request, peer_address(&request));
         let decision = decide(&policy, &view);
         if matches!(decision.outcome, Outcome::NotRegistry) {
-            return ResponseFuture::inner(self.inner.call(request));
+            if let Some(metrics) = &self.metrics {
+                metrics.record_not_registry(started);
+            }
+            return ResponseFuture::inner(self.inner.call(request), self.metrics.clone());
         }
         if let (Some(checks), Outcome::Candidates { .. }) = (&self.checks, &decision.outcome) {
             let checks = checks.clone();
@@ -176,6 +216,9 @@ where
                 Guard::into_inner(policy),
                 parts,
                 self.settings,
+                self.metrics
+                    .clone()
+                    .map(|metrics| (metrics, self.policy.clone())),
                 started,
             );
             return ResponseFuture::checked(Box::pin(checked));
@@ -186,9 +229,13 @@ where
                 &request,
                 &decision,
                 started,
-                self.settings.log_client_address,
+                self.settings.client_addresses,
                 None,
             );
+        }
+        if let Some(metrics) = &self.metrics {
+            let upstream = chosen_upstream(&decision, None);
+            metrics.record_decision(&self.policy, &policy, &decision, upstream, started);
         }
         let response = decision
             .into_response()
@@ -206,6 +253,7 @@ async fn respond_after_checks(
     policy: Arc<Policy>,
     parts: request::Parts,
     settings: Settings,
+    metrics: Option<(Metrics, PolicyHandle)>,
     started: Instant,
 ) -> Response<bytes::Bytes> {
     let request = Request::from_parts(parts, ());
@@ -218,9 +266,13 @@ async fn respond_after_checks(
             &request,
             &decision,
             started,
-            settings.log_client_address,
+            settings.client_addresses,
             Some(&selection),
         );
+    }
+    if let Some((metrics, handle)) = &metrics {
+        let upstream = chosen_upstream(&decision, Some(&selection));
+        metrics.record_decision(handle, &policy, &decision, upstream, started);
     }
     let Some(response) = decision.into_response_for_candidate(selection.chosen) else {
         // Only requests outside `/v2` have no response, and they never
@@ -244,48 +296,61 @@ fn peer_address<B>(request: &Request<B>) -> Option<IpAddr> {
     request.extensions().get::<SocketAddr>().map(SocketAddr::ip)
 }
 
+/// Returns the upstream the client is sent to: the candidate chosen by
+/// the checks, else the redirect's target, which can differ from the
+/// route's upstream when that one has no mirror for the client, else the
+/// route's upstream.
+fn chosen_upstream<'p>(
+    decision: &Decision<'p>,
+    selection: Option<&Selection>,
+) -> Option<&'p Upstream> {
+    let chosen = selection.and_then(|selection| decision.candidates().get(selection.chosen));
+    match chosen {
+        Some(candidate) => Some(candidate.upstream),
+        None => match decision.target() {
+            Some((target, _)) => Some(target),
+            None => decision.route().map(|route| route.upstream),
+        },
+    }
+}
+
 /// Emits the access-log event. `selection` is the result of checking the
 /// candidates, if they were checked; it then names the upstream.
 fn log_decision<B>(
     request: &Request<B>,
     decision: &Decision<'_>,
     started: Instant,
-    with_client: bool,
+    client_addresses: ClientAddressLogging,
     selection: Option<&Selection>,
 ) {
-    let route = decision.route();
-    let rule = route
+    let rule = decision
+        .route()
         .and_then(|route| route.rule)
         .map_or("", |rule| rule.name());
-    let chosen = selection.and_then(|selection| decision.candidates().get(selection.chosen));
-    // The upstream the client is sent to, which can differ from the
-    // route's when that one has no mirror for the client.
-    let upstream = match chosen {
-        Some(candidate) => candidate.upstream.name(),
-        None => match decision.target() {
-            Some((target, _)) => target.name(),
-            None => route.map_or("", |route| route.upstream.name()),
-        },
-    };
+    let upstream = chosen_upstream(decision, selection).map_or("", Upstream::name);
     let checks = selection.map(tracing::field::display);
 
     let kind = decision.kind.map_or("", |kind| kind.as_str());
     let status = decision.status().map_or(0, |status| status.as_u16());
     let micros = started.elapsed().as_micros() as u64;
-    // Debug formatting escapes control characters, so a hostile path cannot
-    // forge log lines.
+    // Recorded as a string: the text format writes it with Debug
+    // formatting, which escapes control characters so that a hostile path
+    // cannot forge log lines, and the JSON format writes a JSON string.
     let path = request.uri().path();
 
     // `None` fields are left out of the event, so the client address is
     // logged only when enabled.
-    let client = with_client
-        .then(|| decision.client.addr.map(tracing::field::display))
-        .flatten();
+    let with_client = client_addresses != ClientAddressLogging::Off;
+    let client = decision
+        .client
+        .addr
+        .and_then(|addr| client_addresses.apply(addr))
+        .map(tracing::field::display);
     let client_source = with_client.then(|| decision.client.source.as_str());
     tracing::info!(
         target: ACCESS_LOG_TARGET,
         method = %request.method(),
-        path = ?path,
+        path,
         kind,
         outcome = decision.outcome_name(),
         rule,
@@ -313,7 +378,8 @@ type CheckedFuture = Pin<Box<dyn Future<Output = Response<bytes::Bytes>> + Send>
 pin_project! {
     #[project = FutureKindProj]
     enum FutureKind<F> {
-        Inner { #[pin] future: F },
+        // `metrics` counts the inner response's status.
+        Inner { #[pin] future: F, metrics: Option<Metrics> },
         // `None` once returned.
         Ready { response: Option<Response<bytes::Bytes>> },
         // `None` once returned.
@@ -322,9 +388,9 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    fn inner(future: F) -> Self {
+    fn inner(future: F, metrics: Option<Metrics>) -> Self {
         ResponseFuture {
-            kind: FutureKind::Inner { future },
+            kind: FutureKind::Inner { future, metrics },
         }
     }
 
@@ -351,9 +417,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            FutureKindProj::Inner { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(ResponseBody::inner))),
+            FutureKindProj::Inner { future, metrics } => {
+                let result = std::task::ready!(future.poll(cx));
+                if let (Ok(response), Some(metrics)) = (&result, metrics.as_ref()) {
+                    metrics.record_inner_response(response.status());
+                }
+                Poll::Ready(result.map(|response| response.map(ResponseBody::inner)))
+            }
             FutureKindProj::Ready { response } => {
                 match response.take() {
                     Some(response) => Poll::Ready(Ok(response.map(ResponseBody::full))),

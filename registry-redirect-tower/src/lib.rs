@@ -32,6 +32,11 @@
 //! there, checked with a cached `HEAD` ([`checks`]), and the mirror passes
 //! its periodic health probes ([`health`]). Both use the HTTP client of
 //! [`client`], and [`select`] walks the candidates.
+//!
+//! [`Metrics`] ([`RegistryRedirectLayer::with_metrics`]) counts requests by
+//! decision, rule, upstream and status code without a lock on the request
+//! path, and renders them for Prometheus. [`ClientAddressLogging`] sets
+//! whether the access log carries client addresses, whole or truncated.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -39,14 +44,18 @@
 mod body;
 pub mod checks;
 pub mod client;
+pub mod client_log;
 mod handle;
 pub mod health;
 mod layer;
+pub mod metrics;
 pub mod select;
 
 pub use body::ResponseBody;
 pub use checks::CheckSettings;
+pub use client_log::ClientAddressLogging;
 pub use handle::PolicyHandle;
 pub use layer::{RegistryRedirect, RegistryRedirectLayer, ResponseFuture, ACCESS_LOG_TARGET};
+pub use metrics::Metrics;
 pub use registry_redirect_core as core;
 pub use select::{Checks, Selection};
