@@ -6,6 +6,7 @@
 //! - [`summary`]: the policy on one screen, for `check` and `serve`.
 //! - [`explain`]: one request decided offline, for `explain`.
 //! - [`serve`]: the HTTP server around the `registry-redirect-tower` layer.
+//! - [`admin`]: the admin listener of `serve`: health, readiness, metrics.
 //! - [`fetch`]: `ranges fetch`, which downloads the published range files.
 //! - [`download`]: the HTTP client that `ranges fetch` downloads with.
 //! - [`health`]: `health`, which checks the admin listener of a running
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod admin;
 pub mod config;
 pub mod download;
 pub mod explain;

@@ -1,9 +1,10 @@
-//! Log output of `serve`: `tracing` events as text lines on stderr, filtered
-//! by `--log-level`, else by the `RUST_LOG` environment variable, else at
-//! `info`.
+//! Log output of `serve`: `tracing` events on stderr, as text lines or as
+//! one JSON object a line (`--log-format`), filtered by `--log-level`, else
+//! by the `RUST_LOG` environment variable, else at `info`.
 
 use std::io::IsTerminal;
 
+use registry_redirect_tower::ClientAddressLogging;
 use tracing_subscriber::EnvFilter;
 
 /// The filter used when neither `--log-level` nor `RUST_LOG` sets one.
@@ -39,14 +40,63 @@ pub fn filter(flag: Option<&str>) -> Result<EnvFilter, LogFilterError> {
     })
 }
 
-/// Sends `tracing` events to stderr. Colors are used only when stderr is a
-/// terminal, so log files stay plain text. A second call does nothing.
-pub fn init(filter: EnvFilter) {
-    let _already_set = tracing_subscriber::fmt()
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `key=value` text lines, colored when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line, with `timestamp`, `level`, `target`, and the
+    /// event's fields (`message` among them) at the top level.
+    Json,
+}
+
+/// Whether access-log lines carry the client address, as
+/// `--log-client-addresses` sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientAddresses {
+    /// No client addresses.
+    #[default]
+    Off,
+    /// Whole client addresses.
+    Full,
+    /// Client addresses truncated to their network: the first
+    /// `--log-client-ipv4-prefix` or `--log-client-ipv6-prefix` bits.
+    Truncated,
+}
+
+impl ClientAddresses {
+    /// Returns the layer's setting, with the prefix lengths used for
+    /// [`ClientAddresses::Truncated`].
+    pub fn logging(self, ipv4_prefix: u8, ipv6_prefix: u8) -> ClientAddressLogging {
+        match self {
+            ClientAddresses::Off => ClientAddressLogging::Off,
+            ClientAddresses::Full => ClientAddressLogging::Full,
+            ClientAddresses::Truncated => ClientAddressLogging::Truncated {
+                ipv4_prefix,
+                ipv6_prefix,
+            },
+        }
+    }
+}
+
+/// Sends `tracing` events to stderr in `format`. Colors are used only for
+/// text on a terminal, so log files stay plain. A second call does nothing.
+pub fn init(filter: EnvFilter, format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _already_set = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 #[cfg(test)]

@@ -8,10 +8,13 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use http::{HeaderName, HeaderValue, Method};
+use registry_redirect_cli::admin::{
+    self, AdminBindError, AdminListen, Readiness, DEFAULT_ADMIN_LISTEN,
+};
 use registry_redirect_cli::config::{self, Config, ConfigErrors, LoadError, BUILTIN_NAME};
 use registry_redirect_cli::download::{DownloadError, Downloader};
 use registry_redirect_cli::explain::{parse_header, render, OutputFormat, RequestSpec};
@@ -20,7 +23,7 @@ use registry_redirect_cli::fetch::{
 };
 use registry_redirect_cli::health::{self, HealthError};
 use registry_redirect_cli::limits::Limits;
-use registry_redirect_cli::logging::{self, LogFilterError};
+use registry_redirect_cli::logging::{self, ClientAddresses, LogFilterError, LogFormat};
 use registry_redirect_cli::proxy_protocol::ProxyProtocol;
 use registry_redirect_cli::serve::{
     self, ConnectionSettings, Reloader, ServeError, ShutdownSignals,
@@ -28,7 +31,8 @@ use registry_redirect_cli::serve::{
 use registry_redirect_cli::summary::Summary;
 use registry_redirect_cli::tls::{Tls, TlsError, TlsFiles};
 use registry_redirect_cli::watch::{self, WatchError};
-use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
+use registry_redirect_tower::client_log::{DEFAULT_IPV4_PREFIX, DEFAULT_IPV6_PREFIX};
+use registry_redirect_tower::{Metrics, PolicyHandle, RegistryRedirectLayer, ACCESS_LOG_TARGET};
 use url::Url;
 
 /// Redirects OCI registry pulls (/v2/...) to the registry that a policy
@@ -118,10 +122,32 @@ struct ServeArgs {
     /// info,registry_redirect::access=off [default: RUST_LOG, else info]
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
-    /// Add the client address to each access-log line (off by default, so
-    /// that logs hold no client addresses).
-    #[arg(long)]
-    log_client_addresses: bool,
+    /// The format of log lines on stderr: text, or one JSON object a line.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Add the client address to each access-log line: full, or truncated
+    /// to its network. Off by default, so that logs hold no client
+    /// addresses; the flag alone means full.
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, default_value_t = ClientAddresses::Off, default_missing_value = "full")]
+    log_client_addresses: ClientAddresses,
+    /// Bits of an IPv4 client address kept by
+    /// --log-client-addresses=truncated.
+    #[arg(long, value_name = "BITS", default_value_t = DEFAULT_IPV4_PREFIX, value_parser = clap::value_parser!(u8).range(0..=32))]
+    log_client_ipv4_prefix: u8,
+    /// Bits of an IPv6 client address kept by
+    /// --log-client-addresses=truncated.
+    #[arg(long, value_name = "BITS", default_value_t = DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(0..=128))]
+    log_client_ipv6_prefix: u8,
+    /// The address of the admin listener (/healthz, /readyz, /metrics), as
+    /// IP:PORT, or off; overrides the file's `admin_listen` [default:
+    /// 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<AdminListen>,
+    /// Seconds between SIGINT or SIGTERM and the drain, during which
+    /// /readyz returns 503 while new connections are still served, so that
+    /// load balancers stop sending first.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    shutdown_delay: u64,
     /// Seconds to wait for requests in flight after SIGINT or SIGTERM
     /// before exiting anyway.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -282,6 +308,8 @@ enum CliError {
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]
+    Admin(#[from] AdminBindError),
+    #[error(transparent)]
     Watch(#[from] WatchError),
     #[error("health: {0}")]
     Unhealthy(Box<HealthError>),
@@ -310,6 +338,7 @@ impl CliError {
             | CliError::NoSources => 2,
             CliError::Load(LoadError::Invalid(_))
             | CliError::Serve(_)
+            | CliError::Admin(_)
             | CliError::Watch(_)
             | CliError::Unhealthy(_)
             | CliError::Tls(_)
@@ -464,7 +493,7 @@ fn fetch(args: FetchArgs) -> Result<(), CliError> {
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
-    logging::init(logging::filter(args.log_level.as_deref())?);
+    logging::init(logging::filter(args.log_level.as_deref())?, args.log_format);
     let config = Config::load_or_builtin(args.config.as_deref())?;
     let source = args.config.as_deref().map_or_else(
         || BUILTIN_NAME.to_owned(),
@@ -481,20 +510,32 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let runtime = build_runtime(args.workers).map_err(CliError::Runtime)?;
+    let metrics = Metrics::new();
+    metrics.set_config(&config.sha256, SystemTime::now());
+    let readiness = Readiness::new();
+    let admin_listen = args.admin_listen.or(config.admin_listen);
     runtime.block_on(async {
-        let signals = ShutdownSignals::install()?;
+        let delay = Duration::from_secs(args.shutdown_delay);
+        let signals = ShutdownSignals::install()?.before_drain(readiness.clone(), delay);
         let listener = serve::bind(listen).await?;
         let local = listener.local_addr().unwrap_or(listen);
+        let admin = admin::start(
+            admin_listen.unwrap_or(AdminListen::On(DEFAULT_ADMIN_LISTEN)),
+            admin_listen.is_some(),
+            admin::router(metrics.clone(), readiness.clone()),
+        )
+        .await?;
 
         // The address goes to stdout first, so that a script can read the
-        // port picked for --listen ADDR:0 from the first line. A closed
-        // stdout does not stop the server, so write errors are ignored.
+        // port picked for --listen ADDR:0 from the first line, and the
+        // admin listener's from the second. A closed stdout does not stop
+        // the server, so write errors are ignored.
         let mut stdout = std::io::stdout().lock();
-        let _ = write!(
-            stdout,
-            "listening on {scheme}://{local}\npolicy: {source}\n{}",
-            Summary::new(&config)
-        );
+        let _ = writeln!(stdout, "listening on {scheme}://{local}");
+        if let Some(admin) = &admin {
+            let _ = writeln!(stdout, "admin listening on http://{}", admin.addr());
+        }
+        let _ = write!(stdout, "policy: {source}\n{}", Summary::new(&config));
         let _ = stdout.flush();
         drop(stdout);
         for warning in &config.warnings {
@@ -518,7 +559,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let mut watching = None;
         if let Some(path) = &args.config {
             let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config)
-                .with_tls(tls.clone());
+                .with_tls(tls.clone())
+                .with_metrics(metrics.clone());
             if args.watch {
                 let fixed_files = args
                     .flag_tls_files()
@@ -556,14 +598,22 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             http2_max_concurrent_streams = limits.http2_max_concurrent_streams,
             "listener settings"
         );
+        let client_addresses = args
+            .log_client_addresses
+            .logging(args.log_client_ipv4_prefix, args.log_client_ipv6_prefix);
         let mut layer = RegistryRedirectLayer::with_handle(handle)
             .access_log(access_log)
-            .log_client_address(args.log_client_addresses);
+            .client_address_logging(client_addresses)
+            .with_metrics(metrics);
         if let Some(checks) = &checks {
             layer = layer.with_checks(checks.clone());
         }
         let timeout = Duration::from_secs(args.shutdown_timeout);
+        readiness.set_ready();
         serve::run(listener, serve::router(layer), signals, timeout, settings).await;
+        if let Some(admin) = admin {
+            admin.stop().await;
+        }
         drop(watching);
         if let Some(checks) = &checks {
             checks.health().stop();

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
@@ -55,9 +55,12 @@ use hyper_util::service::TowerToHyperService;
 use registry_redirect_core::Policy;
 use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
-use registry_redirect_tower::{CheckSettings, Checks, PolicyHandle, RegistryRedirectLayer};
+use registry_redirect_tower::{
+    CheckSettings, Checks, Metrics, PolicyHandle, RegistryRedirectLayer,
+};
 
 use crate::activity::{Activity, Expiry};
+use crate::admin::Readiness;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::proxy_protocol::ProxyProtocol;
@@ -197,6 +200,7 @@ pub struct Reloader {
     /// SIGHUP during a file change) run one after the other, and the one
     /// that read the files last also stores its policy last.
     running: Arc<tokio::sync::Mutex<()>>,
+    metrics: Option<Metrics>,
 }
 
 impl Reloader {
@@ -217,12 +221,20 @@ impl Reloader {
             listener_keys: (started.proxy_protocol, started.limits),
             tls: None,
             running: Arc::default(),
+            metrics: None,
         }
     }
 
     /// Makes each reload load the TLS certificate and key into `tls`.
     pub fn with_tls(mut self, tls: Option<Tls>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Counts every reload in `metrics`, and sets the configuration's hash
+    /// and load time there after each one that succeeds.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -236,6 +248,19 @@ impl Reloader {
     /// as `SIGHUP`. Returns whether the new policy is serving.
     pub async fn reload(&self, trigger: &'static str) -> bool {
         let _running = self.running.lock().await;
+        let reloaded = self.load_and_apply(trigger).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_reload(reloaded.is_some());
+            if let Some(sha256) = &reloaded {
+                metrics.set_config(sha256, SystemTime::now());
+            }
+        }
+        reloaded.is_some()
+    }
+
+    /// Reloads, and returns the SHA-256 of the configuration when it
+    /// serves.
+    async fn load_and_apply(&self, trigger: &'static str) -> Option<String> {
         let file = self.path.clone();
         let tls = self.tls.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -252,11 +277,11 @@ impl Reloader {
                     trigger,
                     "reload failed; the previous policy keeps serving:\n{error}"
                 );
-                return false;
+                return None;
             }
             Err(error) => {
                 tracing::error!(config = %self.path.display(), trigger, %error, "reload failed; the previous policy keeps serving");
-                return false;
+                return None;
             }
         };
         if (config.proxy_protocol, config.limits) != self.listener_keys {
@@ -266,7 +291,8 @@ impl Reloader {
                 "new proxy_protocol or [limits] settings take effect only after a restart"
             );
         }
-        apply_reload(
+        let sha256 = config.sha256.clone();
+        let applied = apply_reload(
             &self.path,
             trigger,
             config,
@@ -274,7 +300,8 @@ impl Reloader {
             self.checks.as_ref(),
             self.listen,
             &self.check_settings,
-        )
+        );
+        applied.then_some(sha256)
     }
 }
 
@@ -359,6 +386,8 @@ fn apply_reload(
 pub struct ShutdownSignals {
     interrupt: Signal,
     terminate: Signal,
+    readiness: Option<Readiness>,
+    delay: Duration,
 }
 
 impl ShutdownSignals {
@@ -373,15 +402,39 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             interrupt: install(SignalKind::interrupt(), "SIGINT")?,
             terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            readiness: None,
+            delay: Duration::ZERO,
         })
     }
 
-    /// Waits for the first signal and returns its name.
+    /// Marks `readiness` as shutting down as soon as a signal arrives, then
+    /// keeps accepting connections for `delay` before the drain starts, so
+    /// that load balancers polling `/readyz` stop sending first.
+    pub fn before_drain(mut self, readiness: Readiness, delay: Duration) -> Self {
+        self.readiness = Some(readiness);
+        self.delay = delay;
+        self
+    }
+
+    /// Waits for the first signal, marks the server not ready and waits
+    /// the delay, then returns the signal's name.
     async fn received(mut self) -> &'static str {
-        tokio::select! {
+        let signal = tokio::select! {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
+        };
+        if let Some(readiness) = &self.readiness {
+            readiness.set_shutting_down();
         }
+        if !self.delay.is_zero() {
+            tracing::info!(
+                signal,
+                delay_secs = self.delay.as_secs_f64(),
+                "shutdown started: /readyz returns 503; accepting connections until the delay ends"
+            );
+            tokio::time::sleep(self.delay).await;
+        }
+        signal
     }
 }
 

@@ -64,6 +64,7 @@ pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use position::Position;
 pub use ranges::{ClientRanges, RangeFile};
 
+use crate::admin::AdminListen;
 use crate::fetch::FetchSource;
 use crate::limits::Limits;
 use crate::tls::TlsFiles;
@@ -89,6 +90,11 @@ pub const BUILTIN_NAME: &str = "built-in policy";
 pub struct Config {
     /// The address to listen on: the file's `listen`, or [`DEFAULT_LISTEN`].
     pub listen: SocketAddr,
+    /// The file's `admin_listen`, or `None` when the file does not set it.
+    pub admin_listen: Option<AdminListen>,
+    /// The SHA-256 of the configuration text, as lowercase hex, for the
+    /// `registry_redirect_config_info` metric.
+    pub sha256: String,
     /// The policy as written, kept for summaries: the compiled [`Policy`]
     /// does not keep every criterion in its written form.
     pub spec: PolicySpec,
@@ -181,6 +187,8 @@ impl Config {
         warnings.extend(reader.unused_blob_checks(root, &policy));
         Ok(Config {
             listen: parts.listen.unwrap_or(DEFAULT_LISTEN),
+            admin_listen: parts.admin_listen,
+            sha256: sha256_hex(text),
             warnings,
             spec: parts.spec,
             policy,
@@ -244,6 +252,16 @@ pub fn parse_ranges_fetch(
         return Err(reader.into_errors());
     }
     Ok(urls)
+}
+
+/// Returns the SHA-256 of `text` as lowercase hex.
+fn sha256_hex(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {

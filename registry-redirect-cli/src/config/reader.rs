@@ -16,17 +16,20 @@ use super::error::{ConfigError, ConfigErrors};
 use super::listener::{LimitsSpec, TlsSpec};
 use super::position::{field_at, span_of_field, LineIndex};
 use super::ranges::{LoadedLabels, RangeFileSpec};
+use crate::admin::AdminListen;
 use crate::fetch::{check_url, FetchSource};
 use crate::limits::Limits;
 
 /// The top-level keys a configuration file may have.
-const TOP_LEVEL_KEYS: &str = "listen, redirect_status, trusted_proxies, forwarded_header, \
+const TOP_LEVEL_KEYS: &str =
+    "listen, admin_listen, redirect_status, trusted_proxies, forwarded_header, \
      default_upstream, upstreams, rules, client_ranges, blob_checks, ranges_fetch, tls, \
      proxy_protocol, limits";
 
 /// The values read from a document before the policy is compiled.
 pub(crate) struct Parts {
     pub(crate) listen: Option<SocketAddr>,
+    pub(crate) admin_listen: Option<AdminListen>,
     pub(crate) spec: PolicySpec,
     pub(crate) client_ranges: Vec<RangeFileSpec>,
     pub(crate) check_settings: CheckSettings,
@@ -171,6 +174,7 @@ impl<'a> Reader<'a> {
     /// its own, so that one bad entry does not hide the errors in others.
     pub(crate) fn read_document(&mut self, root: &DeTable<'_>) -> Option<Parts> {
         let mut listen = None;
+        let mut admin_listen = None;
         let mut spec = PolicySpec::new("");
         let mut default_upstream = None;
         let mut client_ranges = Vec::new();
@@ -185,6 +189,7 @@ impl<'a> Reader<'a> {
             let path = FieldPath(vec![FieldSegment::Key(name.to_owned())]);
             match name {
                 "listen" => listen = self.read_listen(path, value),
+                "admin_listen" => admin_listen = self.read_admin_listen(path, value),
                 "redirect_status" => spec.redirect_status = self.read(path, value),
                 "trusted_proxies" => {
                     spec.trusted_proxies = self.read(path, value).unwrap_or_default();
@@ -229,6 +234,7 @@ impl<'a> Reader<'a> {
         spec.default_upstream = default_upstream?;
         Some(Parts {
             listen,
+            admin_listen,
             spec,
             client_ranges,
             check_settings,
@@ -262,6 +268,21 @@ impl<'a> Reader<'a> {
                          127.0.0.1:5000 or [::]:5000)"
                     ),
                 );
+                None
+            }
+        }
+    }
+
+    fn read_admin_listen(
+        &mut self,
+        path: FieldPath,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<AdminListen> {
+        let text: String = self.read(path, value)?;
+        match text.parse() {
+            Ok(admin_listen) => Some(admin_listen),
+            Err(error) => {
+                self.push(value.span().start, format!("admin_listen: {error}"));
                 None
             }
         }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use registry_redirect_core::sources::SourceFormat;
 use registry_redirect_tower::CheckSettings;
 
+use crate::admin::AdminListen;
 use crate::fetch::FetchSource;
 
 use super::*;
@@ -80,7 +81,7 @@ fn errors_point_at_line_and_column() {
         (
             "unknown top-level key",
             ("listen = \"0.0.0.0:5000\"", "listen_on = \"0.0.0.0:5000\""),
-            "1:1: unknown key \"listen_on\" (expected one of: listen, redirect_status, \
+            "1:1: unknown key \"listen_on\" (expected one of: listen, admin_listen, redirect_status, \
              trusted_proxies, forwarded_header, default_upstream, upstreams, rules, client_ranges, \
              blob_checks, ranges_fetch, tls, proxy_protocol, limits)",
         ),
@@ -901,4 +902,49 @@ fn resolve_conflicts_are_config_errors() {
           every blob itself; remove it"
         ]
     );
+}
+
+#[test]
+fn admin_listen_reads_address_or_off() {
+    let cases = [
+        ("admin_listen = \"off\"\n", Some(AdminListen::Off)),
+        (
+            "admin_listen = \"[::]:9090\"\n",
+            Some(AdminListen::On("[::]:9090".parse().unwrap())),
+        ),
+        ("", None),
+    ];
+    for (line, expected) in cases {
+        let config = Config::parse("config.toml", &format!("{line}{VALID}")).unwrap();
+        assert_eq!(config.admin_listen, expected, "{line}");
+    }
+
+    let errors = Config::parse("config.toml", &format!("admin_listen = \"9090\"\n{VALID}"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        errors,
+        "config.toml:1:16: admin_listen: \"9090\" is not a socket address (expected IP:PORT \
+         such as 127.0.0.1:9090 or [::]:9090, or off to turn the admin listener off)"
+    );
+}
+
+#[test]
+fn config_hash_is_text_sha256() {
+    let config = Config::parse(
+        "config.toml",
+        "default_upstream = \"k8s\"\n[upstreams.k8s]\nurl = \"https://registry.k8s.io\"\n",
+    )
+    .unwrap();
+    // The output of `sha256sum` for the same text.
+    assert_eq!(
+        config.sha256,
+        "6cfe6b0ae8de22c248c3c6e47f3cf70f69ecf131bfcf800b19e0bdbc567d91eb"
+    );
+    let other = Config::parse(
+        "config.toml",
+        "default_upstream = \"k8s\"\n[upstreams.k8s]\nurl = \"https://registry.k8s.io/\"\n",
+    )
+    .unwrap();
+    assert_ne!(config.sha256, other.sha256);
 }
