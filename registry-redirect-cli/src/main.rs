@@ -587,6 +587,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             limits,
             tls,
             proxy_protocol,
+            metrics: Some(metrics.clone()),
         };
         tracing::info!(
             tls = settings.tls.is_some(),

@@ -455,6 +455,8 @@ pub struct ConnectionSettings {
     pub tls: Option<Tls>,
     /// PROXY protocol headers from trusted proxies, or `None` to read none.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// The metrics that count accepted and open connections, if any.
+    pub metrics: Option<Metrics>,
 }
 
 /// Serves `app` on `listener` until a signal arrives, then waits up to
@@ -514,14 +516,19 @@ pub async fn run(
                 }
             },
         };
-        tokio::spawn(serve_connection(
+        let open = settings.metrics.as_ref().map(Metrics::connection_opened);
+        let connection = serve_connection(
             stream,
             peer,
             app.clone(),
             settings.clone(),
             stop_receiver.clone(),
             permit,
-        ));
+        );
+        tokio::spawn(async move {
+            connection.await;
+            drop(open);
+        });
     };
     drop(listener);
     drop(stop_receiver);

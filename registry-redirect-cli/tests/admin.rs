@@ -261,8 +261,12 @@ fn metrics_count_requests_and_reloads() {
         }
     }
 
-    let text = scrape(&server);
+    // Each request had its own connection, closed after the response.
+    let open = "registry_redirect_connections_open";
+    let text = wait_for_sample(&server, open, 0.0);
     assert_well_formed(&text);
+    let connections = sample(&text, "registry_redirect_connections_accepted_total");
+    assert_eq!(connections, Some(17.0), "{text}");
     let expected = [
         (requests("redirect", "loopback", "hub", 307), 5.0),
         (requests("redirect", "", "k8s", 307), 3.0),

@@ -72,6 +72,7 @@ async fn start(limits: Limits, proxy_protocol: bool, tls: Option<Tls>) -> Socket
         limits,
         tls,
         proxy_protocol: proxy_protocol.then(|| ProxyProtocol::new(handle)),
+        metrics: None,
     };
     let signals = ShutdownSignals::install().unwrap();
     tokio::spawn(serve::run(
