@@ -1,10 +1,12 @@
 //! `registry-redirect health` as a process: its exit status for a healthy
-//! endpoint, an unhealthy one, a silent one and a closed port, all on
-//! loopback.
+//! endpoint, an unhealthy one, a silent one, a closed port, and the admin
+//! listener of a running server, all on loopback.
 
 mod common;
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Reply, TestServer};
@@ -76,4 +78,44 @@ fn health_rejects_https_url() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("expected http"), "{stderr}");
+}
+
+#[test]
+fn health_checks_server_admin_listener() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--log-level", "warn"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the registry-redirect binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let admin = loop {
+        let Ok(line) = receiver.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server printed no admin address within 20 s");
+        };
+        if let Some(url) = line.strip_prefix("admin listening on ") {
+            break url.to_owned();
+        }
+    };
+
+    let ready = health(&["--url", &format!("{admin}/readyz")]);
+    let alive = health(&["--url", &format!("{admin}/healthz")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let stopped = health(&["--url", &format!("{admin}/readyz")]);
+
+    assert_eq!(ready.status.code(), Some(0), "{ready:?}");
+    assert_eq!(alive.status.code(), Some(0), "{alive:?}");
+    assert_eq!(stopped.status.code(), Some(1), "{stopped:?}");
 }

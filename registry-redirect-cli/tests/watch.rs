@@ -1,8 +1,8 @@
 //! `serve --watch` under load: several clients send requests over
 //! keep-alive connections on loopback while the configuration and its
 //! range file change on disk in a Kubernetes ConfigMap layout. No request
-//! may fail, and each client must see the policies in the order written.
-//! No request leaves this machine: only `Location` headers name other
+//! may fail, each client must see the policies in the order written, and
+//! the admin listener's reload counters must agree. No request leaves this machine: only `Location` headers name other
 //! hosts, and those point at the discard port of 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,6 +39,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 struct Server {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -46,6 +47,7 @@ impl Server {
     fn start(config: &Path) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--watch"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--log-level", "info,registry_redirect::access=off"])
             .arg("--config")
             .arg(config)
@@ -61,6 +63,7 @@ impl Server {
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             log: Arc::clone(&log),
         };
         thread::spawn(move || {
@@ -70,12 +73,13 @@ impl Server {
             }
         });
 
+        // The first line has the registry address, and a later one the
+        // admin listener's.
         let (sender, receiver) = mpsc::channel();
         thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok).unwrap_or_default();
-            let _ = sender.send(first);
-            for _ in lines {}
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
         });
         let line = receiver
             .recv_timeout(DEADLINE)
@@ -86,7 +90,28 @@ impl Server {
             .unwrap_or_else(|| {
                 panic!("first stdout line is not `listening on http://ADDR`: {line:?}")
             });
+        loop {
+            let line = receiver
+                .recv_timeout(DEADLINE)
+                .expect("the server prints its admin address within the deadline");
+            if let Some(addr) = line.strip_prefix("admin listening on http://") {
+                server.admin = addr.parse().expect("the admin address parses");
+                break;
+            }
+        }
         server
+    }
+
+    /// Returns the value of the metric sample `series` from `/metrics`.
+    fn metric(&self, series: &str) -> Option<f64> {
+        let mut reader = connect(self.admin);
+        let request = "GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+        reader.get_mut().write_all(request.as_bytes()).unwrap();
+        let mut text = String::new();
+        reader.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
     }
 
     /// Counts the log lines that contain `text`.
@@ -398,4 +423,12 @@ fn watch_reloads_under_load() {
 
     assert_eq!(reloads_before_invalid, 3);
     assert_eq!(server.log_count("configuration reloaded"), 4);
+    assert_eq!(
+        server.metric("registry_redirect_reloads_total{result=\"success\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        server.metric("registry_redirect_reloads_total{result=\"failure\"}"),
+        Some(1.0)
+    );
 }

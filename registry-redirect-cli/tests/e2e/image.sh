@@ -7,8 +7,9 @@
 # redirects every request to that registry. The pulled manifest must have
 # the digest that was built. umoci then unpacks the pulled image, and the
 # binary inside runs from the image's root file system (chroot, as the
-# image's user 65532): --version, `check` on the image's policy, and
-# `serve`, which must redirect a request.
+# image's user 65532): --version, `check` on the image's policy, `serve`,
+# which must redirect a request, and `health`, the image's HEALTHCHECK,
+# against that server's admin listener.
 #
 # Every address is on loopback, in 127.0.0.0/8: a random 127.X.Y.0/24 per
 # run keeps runs apart without picking ports. The redirects that `serve`
@@ -45,6 +46,7 @@ readonly NET=127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))
 readonly REGISTRY=$NET.1:5000
 readonly REDIRECTOR=$NET.2:5000
 readonly IMAGE_SERVER=$NET.3:5000
+readonly IMAGE_ADMIN=$NET.3:9090
 say "registry on $REGISTRY, redirector on $REDIRECTOR"
 
 # --- build -----------------------------------------------------------------
@@ -136,6 +138,7 @@ fi
 # the server sends nothing anywhere.
 chroot --userspec="$IMAGE_USER" "$rootfs" /usr/local/bin/registry-redirect serve \
     --config /etc/registry-redirect/config.toml --listen "$IMAGE_SERVER" \
+    --admin-listen "$IMAGE_ADMIN" \
     >"$workdir/logs/image-serve.stdout" 2>"$workdir/logs/image-serve.log" &
 started_pid=$!
 pids+=("$started_pid")
@@ -146,5 +149,16 @@ check_eq "server in the image redirects" \
     "https://registry.k8s.io/v2/pause/manifests/3.10" "$location"
 check_eq "server in the image runs as the image's user" "65532" \
     "$(ps -o uid= -p "$started_pid" | tr -d ' ')"
+if in_image /usr/local/bin/registry-redirect health --url "http://$IMAGE_ADMIN/readyz" \
+    >"$workdir/logs/health.log" 2>&1; then
+    pass "health in the image finds the server ready"
+else
+    fail "health in the image finds the server ready" "$(tr '\n' ' ' <"$workdir/logs/health.log")"
+fi
+stop_process "$started_pid"
+health_status=0
+in_image /usr/local/bin/registry-redirect health --url "http://$IMAGE_ADMIN/readyz" \
+    >"$workdir/logs/health-stopped.log" 2>&1 || health_status=$?
+check_eq "health in the image fails once the server stopped" 1 "$health_status"
 
 summarize
