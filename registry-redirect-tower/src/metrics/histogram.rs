@@ -40,10 +40,9 @@ impl Histogram {
     /// no allocation.
     pub(crate) fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let index = BUCKETS
-            .iter()
-            .position(|(_, bound)| nanos <= *bound)
-            .unwrap_or(BUCKETS.len());
+        // The first bucket whose bound is not below the observation, or the
+        // overflow slot after the last bucket.
+        let index = BUCKETS.partition_point(|(_, bound)| *bound < nanos);
         if let Some(bucket) = self.buckets.get(index) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }

@@ -53,6 +53,11 @@ impl DecisionLabel {
         }
     }
 
+    /// Returns the position in [`DecisionLabel::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             DecisionLabel::Redirect => "redirect",
@@ -392,6 +397,13 @@ mod tests {
             DecisionLabel::Redirect,
         );
         assert_eq!(value(&series, DecisionLabel::Redirect, "lab", "hub"), 2);
+    }
+
+    #[test]
+    fn decision_index_is_position_in_all() {
+        for (position, decision) in DecisionLabel::ALL.iter().enumerate() {
+            assert_eq!(decision.index(), position, "{decision:?}");
+        }
     }
 
     #[test]
