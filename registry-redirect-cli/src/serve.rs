@@ -10,10 +10,14 @@
 //! connections, finishes the requests in flight, and exits. Requests still
 //! running after the shutdown timeout are dropped.
 //!
-//! NOTE: a connection whose first bytes the server has not read when the
-//! signal arrives is closed without a response, because hyper-util (0.1)
-//! cancels connections whose HTTP version it has not yet detected. The
-//! client sees a closed connection and may retry.
+//! With [`ConnectionSettings`], a connection may first carry a PROXY
+//! protocol header ([`crate::proxy_protocol`]) and a TLS handshake
+//! ([`crate::tls`]), and is bounded by the [`Limits`].
+//!
+//! NOTE: a connection that has not started its first request when the
+//! signal arrives (no byte yet, or still in its PROXY header or TLS
+//! handshake) is closed without a response. The client sees a closed
+//! connection and may retry.
 //!
 //! ```
 //! use axum::body::Body;
