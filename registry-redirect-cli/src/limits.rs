@@ -85,6 +85,14 @@ pub enum LimitsError {
         /// The value given.
         value: usize,
     },
+    /// `max_connections` is more than Tokio's semaphore can count.
+    #[error("max_connections is {value}, but the maximum is {max}")]
+    TooManyConnections {
+        /// The value given.
+        value: usize,
+        /// [`tokio::sync::Semaphore::MAX_PERMITS`].
+        max: usize,
+    },
     /// A limit that must be at least 1 is 0.
     #[error("{name} is 0 (expected at least 1)")]
     Zero {
@@ -104,6 +112,12 @@ impl Limits {
         if u32::try_from(self.max_header_bytes).is_err() {
             return Err(LimitsError::HeaderBytesTooLarge {
                 value: self.max_header_bytes,
+            });
+        }
+        if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(LimitsError::TooManyConnections {
+                value: self.max_connections,
+                max: tokio::sync::Semaphore::MAX_PERMITS,
             });
         }
         let zeros = [

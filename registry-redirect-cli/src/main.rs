@@ -22,7 +22,7 @@ use registry_redirect_cli::fetch::{
     self, parse_source_arg, FetchOptions, FetchSource, SourceUrls, DEFAULT_MAX_DROP_PERCENT,
 };
 use registry_redirect_cli::health::{self, HealthError};
-use registry_redirect_cli::limits::Limits;
+use registry_redirect_cli::limits::{Limits, LimitsError};
 use registry_redirect_cli::logging::{self, ClientAddresses, LogFilterError, LogFormat};
 use registry_redirect_cli::proxy_protocol::ProxyProtocol;
 use registry_redirect_cli::serve::{
@@ -315,6 +315,8 @@ enum CliError {
     Unhealthy(Box<HealthError>),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("invalid limit: {0}")]
+    Limits(#[from] LimitsError),
     #[error("failed to start the Tokio runtime: {0}")]
     Runtime(std::io::Error),
     #[error("ranges fetch: every source is skipped, so there is nothing to fetch (give a source with --source NAME=URL)")]
@@ -335,6 +337,7 @@ impl CliError {
         match self {
             CliError::Load(LoadError::Read { .. })
             | CliError::LogFilter(_)
+            | CliError::Limits(_)
             | CliError::NoSources => 2,
             CliError::Load(LoadError::Invalid(_))
             | CliError::Serve(_)
@@ -502,6 +505,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listen = args.listen.unwrap_or(config.listen);
 
     let limits = args.limits(&config);
+    limits.validate()?;
     let tls = match (args.tls_files(&config), args.flag_tls_files()) {
         (Some(files), Some(fixed)) => Some(Tls::new(&files)?.with_fixed_files(fixed)),
         (Some(files), None) => Some(Tls::new(&files)?),

@@ -497,7 +497,7 @@ fn serve_startup_errors_exit_nonzero() {
     let missing_ranges = missing_ranges.to_str().unwrap().to_owned();
 
     // (arguments after `serve --listen 127.0.0.1:0`, exit status, text on stderr)
-    let cases: [(&[&str], i32, &str); 4] = [
+    let cases: [(&[&str], i32, &str); 8] = [
         (
             &["--config", &invalid],
             1,
@@ -514,6 +514,23 @@ fn serve_startup_errors_exit_nonzero() {
             "/nonexistent/config.toml",
         ),
         (&["--log-level", "info,=x=y"], 2, "invalid log filter"),
+        (
+            &[
+                "--tls-cert",
+                "/nonexistent/tls.crt",
+                "--tls-key",
+                "/nonexistent/tls.key",
+            ],
+            1,
+            "TLS: failed to read /nonexistent/tls.crt",
+        ),
+        (&["--tls-cert", "/nonexistent/tls.crt"], 2, "--tls-key"),
+        (
+            &["--max-connections", "18000000000000000000"],
+            2,
+            "invalid limit: max_connections is 18000000000000000000, but the maximum is",
+        ),
+        (&["--max-header-bytes", "4096"], 2, "--max-header-bytes"),
     ];
     for (args, code, message) in cases {
         let output = Command::new(BIN)
