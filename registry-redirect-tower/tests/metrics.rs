@@ -238,6 +238,23 @@ fn metrics_add_no_allocation() {
 }
 
 #[test]
+fn resolved_requests_counted_by_name() {
+    let metrics = Metrics::new();
+    let started = std::time::Instant::now();
+    metrics.record_resolved("hub-auth", "hub", StatusCode::OK, started);
+    metrics.record_resolved("hub-auth", "hub", StatusCode::OK, started);
+    metrics.record_resolved("", "hub", StatusCode::BAD_GATEWAY, started);
+
+    let text = metrics.render();
+    let ok = requests("resolve", "hub-auth", "hub", 200);
+    assert_eq!(sample(&text, &ok), Some(2), "{text}");
+    let failed = requests("resolve", "", "hub", 502);
+    assert_eq!(sample(&text, &failed), Some(1), "{text}");
+    let latency = "registry_redirect_decision_duration_seconds_count{decision=\"resolve\"}";
+    assert_eq!(sample(&text, latency), Some(3), "{text}");
+}
+
+#[test]
 fn exposition_lines_are_well_formed() {
     let metrics = Metrics::new();
     let layer = RegistryRedirectLayer::new(policy("lab"))

@@ -9,7 +9,7 @@
 //! allocates and locks freely, since a scrape comes every few seconds at
 //! most.
 //!
-//! The server adds what only it knows: reloads, the loaded configuration's
+//! The server records what only it sees: reloads, the loaded configuration's
 //! hash, and connections. Blob-check cache and mirror health figures are
 //! read from the [`Checks`] when rendering.
 //!
@@ -174,6 +174,10 @@ impl Metrics {
         started: Instant,
     ) {
         let label = DecisionLabel::of(&decision.outcome);
+        if label == DecisionLabel::Resolve {
+            // Counted by `record_resolved` once the upstream responded.
+            return;
+        }
         self.observe_latency(label, started);
         match (decision.route(), upstream, decision.status()) {
             (Some(route), Some(upstream), _) if label != DecisionLabel::Other => {
@@ -182,6 +186,32 @@ impl Metrics {
             (_, _, Some(status)) => self.inner.unrouted.count(label, status),
             (_, _, None) => {}
         }
+    }
+
+    /// Records a resolve-mode request once the upstream responded: `rule`
+    /// is the matching rule's name (empty for the default upstream),
+    /// `upstream` the upstream fetched from, `status` the response's
+    /// status, and `started` when the request arrived. Unlike redirects,
+    /// these are counted under a lock and allocate their labels, which
+    /// costs far less than the fetch they follow.
+    pub fn record_resolved(
+        &self,
+        rule: &str,
+        upstream: &str,
+        status: StatusCode,
+        started: Instant,
+    ) {
+        self.observe_latency(DecisionLabel::Resolve, started);
+        let key = requests::SeriesKey {
+            decision: DecisionLabel::Resolve,
+            rule: rule.to_owned(),
+            upstream: upstream.to_owned(),
+            code: status.as_u16(),
+        };
+        lock(&self.inner.series)
+            .entry(key)
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the time to decide that a request is not for the registry.

@@ -82,7 +82,10 @@ fn render_latency(inner: &Inner, out: &mut String) {
         "Time from a request's arrival to its response, blob checks included, by decision.",
     );
     for (decision, histogram) in DecisionLabel::ALL.iter().zip(&inner.latency) {
-        if *decision == DecisionLabel::Other && histogram.count() == 0 {
+        // Only some policies fetch in resolve mode, and no current outcome
+        // is "other", so these appear once they have observations.
+        let optional = matches!(decision, DecisionLabel::Resolve | DecisionLabel::Other);
+        if optional && histogram.count() == 0 {
             continue;
         }
         let labels = format!("decision=\"{}\"", decision.as_str());

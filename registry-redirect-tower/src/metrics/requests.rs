@@ -26,6 +26,9 @@ pub(crate) enum DecisionLabel {
     Redirect,
     Candidates,
     ApiVersion,
+    /// A fetch from an upstream with `auth = "resolve"`, counted by name
+    /// once the upstream responded.
+    Resolve,
     Reject,
     NotRegistry,
     /// An outcome added to the core after this code was written.
@@ -33,10 +36,11 @@ pub(crate) enum DecisionLabel {
 }
 
 impl DecisionLabel {
-    pub(crate) const ALL: [DecisionLabel; 6] = [
+    pub(crate) const ALL: [DecisionLabel; 7] = [
         DecisionLabel::Redirect,
         DecisionLabel::Candidates,
         DecisionLabel::ApiVersion,
+        DecisionLabel::Resolve,
         DecisionLabel::Reject,
         DecisionLabel::NotRegistry,
         DecisionLabel::Other,
@@ -47,6 +51,7 @@ impl DecisionLabel {
             Outcome::Redirect { .. } => DecisionLabel::Redirect,
             Outcome::Candidates { .. } => DecisionLabel::Candidates,
             Outcome::AnswerApiVersion { .. } => DecisionLabel::ApiVersion,
+            Outcome::Resolve { .. } => DecisionLabel::Resolve,
             Outcome::Reject(_) => DecisionLabel::Reject,
             Outcome::NotRegistry => DecisionLabel::NotRegistry,
             _ => DecisionLabel::Other,
@@ -63,6 +68,7 @@ impl DecisionLabel {
             DecisionLabel::Redirect => "redirect",
             DecisionLabel::Candidates => "candidates",
             DecisionLabel::ApiVersion => "api_version",
+            DecisionLabel::Resolve => "resolve",
             DecisionLabel::Reject => "reject",
             DecisionLabel::NotRegistry => "not_registry",
             DecisionLabel::Other => "other",
