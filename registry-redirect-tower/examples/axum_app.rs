@@ -7,12 +7,15 @@
 //! ```
 //!
 //! Clients on loopback are sent to a local registry at `127.0.0.1:5001`;
-//! everyone else to registry.k8s.io.
+//! everyone else to registry.k8s.io. `GET /metrics` returns the layer's
+//! metrics in the Prometheus text format.
 
 use std::net::SocketAddr;
 
+use axum::http::header::CONTENT_TYPE;
 use axum::{routing::get, Router};
 use registry_redirect_core::{Policy, PolicySpec, RuleSpec, UpstreamSpec};
+use registry_redirect_tower::metrics::{self, Metrics};
 use registry_redirect_tower::{PolicyHandle, RegistryRedirectLayer};
 
 /// Builds the example's policy.
@@ -31,13 +34,19 @@ pub fn policy() -> Policy {
 
 /// Builds the application: its own routes, with the redirect layer in front.
 pub fn app(handle: PolicyHandle) -> Router {
+    let metrics = Metrics::new();
+    let render = metrics.clone();
     Router::new()
         .route(
             "/",
             get(|| async { "an application that also redirects registry pulls\n" }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(RegistryRedirectLayer::with_handle(handle))
+        .route(
+            "/metrics",
+            get(move || async move { ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], render.render()) }),
+        )
+        .layer(RegistryRedirectLayer::with_handle(handle).with_metrics(metrics))
 }
 
 #[tokio::main]

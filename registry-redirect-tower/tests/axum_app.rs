@@ -72,6 +72,24 @@ async fn own_routes_reach_the_app() {
 }
 
 #[tokio::test]
+async fn metrics_route_counts_redirects() {
+    let server = start(PolicyHandle::new(axum_app::policy())).await;
+    for _ in 0..3 {
+        let response = send(server.addr, "GET", "/v2/app/manifests/1.0").await;
+        assert!(response.starts_with("HTTP/1.1 307"), "{response}");
+    }
+    let response = send(server.addr, "GET", "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let content_type = header(&response, "content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let redirects = "registry_redirect_requests_total{decision=\"redirect\",rule=\"loopback\",upstream=\"local\",code=\"307\"} 3\n";
+    assert!(body(&response).contains(redirects), "{response}");
+}
+
+#[tokio::test]
 async fn loopback_client_goes_to_local_registry() {
     let server = start(PolicyHandle::new(axum_app::policy())).await;
     let response = send(server.addr, "GET", &format!("/v2/app/blobs/{DIGEST}")).await;
