@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo build --release -p registry-redirect-benches --bin layer-calls
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/layer-calls plain 200000
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/layer-calls metrics 200000
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/layer-calls plain 100000
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/layer-calls metrics 100000
 //! ```
 //!
 //! The difference of the two totals ("Collected"), divided by the number
