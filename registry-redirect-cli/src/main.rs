@@ -578,6 +578,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             }
             serve::reload_on_hangup(reloader)?;
         }
+        let client_addresses = args
+            .log_client_addresses
+            .logging(args.log_client_ipv4_prefix, args.log_client_ipv6_prefix);
         let proxy_protocol = (args.proxy_protocol || config.proxy_protocol).then(|| {
             if config.policy.trusted_proxies().is_empty() {
                 tracing::warn!(
@@ -585,7 +588,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
                      header is rejected and every peer's own address is its client address"
                 );
             }
-            ProxyProtocol::new(handle.clone())
+            ProxyProtocol::new(handle.clone()).untrusted_peer_logging(client_addresses)
         });
         let settings = ConnectionSettings {
             limits,
@@ -603,9 +606,6 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             http2_max_concurrent_streams = limits.http2_max_concurrent_streams,
             "listener settings"
         );
-        let client_addresses = args
-            .log_client_addresses
-            .logging(args.log_client_ipv4_prefix, args.log_client_ipv6_prefix);
         let mut layer = RegistryRedirectLayer::with_handle(handle)
             .access_log(access_log)
             .client_address_logging(client_addresses)

@@ -16,7 +16,7 @@
 //!   header is served with its TCP address as the client address.
 //! - A version 2 `LOCAL` header (a load balancer's own health check), a
 //!   version 1 `UNKNOWN` header and version 2 addresses of other families
-//!   (`UNSPEC`, `UNIX`) keep the TCP peer's address, as the protocol asks.
+//!   (`UNSPEC`, `UNIX`) keep the TCP peer's address, as the protocol requires.
 //! - Version 2 TLVs are skipped. A header longer than
 //!   [`MAX_HEADER_BYTES`] is rejected.
 //!
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ppp::v2;
-use registry_redirect_tower::PolicyHandle;
+use registry_redirect_tower::{ClientAddressLogging, PolicyHandle};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -58,13 +58,13 @@ const V2_FIXED_BYTES: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyHeaderError {
     /// An untrusted peer sent a header.
-    #[error("PROXY protocol header from {peer}, which is not in trusted_proxies; closing (add the load balancer's address to trusted_proxies if it is one)")]
+    #[error("PROXY protocol header from {peer}, which is not in trusted_proxies (add the load balancer's address to trusted_proxies if it is one)")]
     Untrusted {
         /// The TCP peer.
         peer: SocketAddr,
     },
     /// A trusted peer started the connection without a header.
-    #[error("connection from trusted proxy {peer} does not start with a PROXY protocol header; closing (turn the PROXY protocol on at the load balancer, or off here)")]
+    #[error("connection from trusted proxy {peer} does not start with a PROXY protocol header (turn the PROXY protocol on at the load balancer, or off here)")]
     Missing {
         /// The TCP peer.
         peer: SocketAddr,
@@ -107,6 +107,7 @@ pub enum ProxyHeaderError {
 pub struct ProxyProtocol {
     handle: PolicyHandle,
     warnings: Arc<Mutex<WarningBudget>>,
+    untrusted_peers: ClientAddressLogging,
 }
 
 /// At most one warning a second, so that a client that keeps sending bad
@@ -134,12 +135,24 @@ impl ProxyProtocol {
         ProxyProtocol {
             handle,
             warnings: Arc::default(),
+            untrusted_peers: ClientAddressLogging::Off,
         }
+    }
+
+    /// Sets how the address of an untrusted peer that sent a header is
+    /// logged, as the access log logs client addresses: such a peer may be
+    /// a client. The addresses of trusted peers, which are load balancers,
+    /// are always logged whole.
+    pub fn untrusted_peer_logging(mut self, logging: ClientAddressLogging) -> Self {
+        self.untrusted_peers = logging;
+        self
     }
 
     /// Logs why a connection was closed: a WARN for headers that a load
     /// balancer's or the server's setup should fix, at most one a second,
-    /// and a DEBUG for connections that closed or failed on their own.
+    /// and a DEBUG for connections that closed or failed on their own. The
+    /// address of an untrusted peer is logged as
+    /// [`ProxyProtocol::untrusted_peer_logging`] sets, `-` when off.
     pub fn log_rejection(&self, error: &ProxyHeaderError) {
         if matches!(
             error,
@@ -163,6 +176,19 @@ impl ProxyProtocol {
         let suppressed = std::mem::take(&mut budget.suppressed);
         budget.last = Some(now);
         drop(budget);
+        if let ProxyHeaderError::Untrusted { peer } = error {
+            let logged = self
+                .untrusted_peers
+                .apply(peer.ip())
+                .map_or_else(|| "-".to_owned(), |address| address.to_string());
+            tracing::warn!(
+                peer = %logged,
+                suppressed,
+                "closing connection: PROXY protocol header from a peer that is not in \
+                 trusted_proxies (add the load balancer's address to trusted_proxies if it is one)"
+            );
+            return;
+        }
         tracing::warn!(%error, suppressed, "closing connection");
     }
 
