@@ -1,6 +1,7 @@
 //! The listener of `serve` over real loopback TCP, in process: PROXY
 //! protocol headers from trusted and untrusted peers, the connection,
-//! header size and idle limits, and HTTPS with curl as the client.
+//! header size and idle limits, HTTPS with curl as the client, a PROXY
+//! header before a TLS handshake, and a stalled handshake.
 //!
 //! Loopback has a whole /8, so a client socket bound to 127.0.0.2 is the
 //! trusted proxy and one bound to 127.0.0.3 is not. Upstream URLs point at
@@ -9,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "common/certificates.rs"]
@@ -478,4 +480,80 @@ async fn certificate_reload_keeps_old_on_error() {
     tls.reload(&second.files()).unwrap();
     assert_eq!(status_with(second.ca()).await, "307 2");
     assert!(status_with(first.ca()).await.contains("curl failed"));
+}
+
+/// Connects from the trusted address, sends `proxy_header`, then runs a
+/// TLS handshake that trusts only `ca` and sends [`REQUEST`] over it.
+/// Returns the response.
+async fn exchange_over_tls(server: SocketAddr, proxy_header: &[u8], ca: &Path) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+
+    let mut stream = connect_from(TRUSTED, server).await;
+    stream.write_all(proxy_header).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, stream))
+        .await
+        .expect("the TLS handshake finishes in time")
+        .expect("the TLS handshake succeeds");
+    tls.write_all(REQUEST).await.unwrap();
+    let mut response = Vec::new();
+    // The server may end TLS without close_notify after Connection: close.
+    let _ = tokio::time::timeout(IO_TIMEOUT, tls.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_header_precedes_tls() {
+    let certificates = TestCertificates::create("proxy-tls");
+    let tls = Tls::new(&certificates.files()).unwrap();
+    let server = start(Limits::default(), true, Some(tls)).await;
+    let response = exchange_over_tls(
+        server,
+        b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 5000\r\n",
+        &certificates.ca(),
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 307 "), "{response}");
+    assert!(
+        location(&response).unwrap_or_default().contains("/v4net/"),
+        "{response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshake_closed() {
+    let certificates = TestCertificates::create("stalled");
+    let tls = Tls::new(&certificates.files()).unwrap();
+    let timeout = Duration::from_millis(300);
+    let limits = Limits {
+        header_read_timeout: timeout,
+        ..Limits::default()
+    };
+    let server = start(limits, false, Some(tls)).await;
+
+    // The start of a TLS record header, and then nothing.
+    let mut stream = connect_from(UNTRUSTED, server).await;
+    stream.write_all(b"\x16\x03\x01").await.unwrap();
+    let started = Instant::now();
+    let response = read_until_closed(&mut stream).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response, "");
+    assert!(
+        elapsed >= timeout - Duration::from_millis(50),
+        "closed after {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
 }
