@@ -1,4 +1,5 @@
-//! [`HttpClient`]: the outgoing HTTP client of blob checks and health probes.
+//! [`HttpClient`]: the outgoing HTTP client of blob checks, health probes
+//! and resolve mode.
 //!
 //! It speaks HTTP/1.1 over `http` and `https` (rustls with the `ring`
 //! provider), never follows redirects, and bounds every request by a
@@ -10,9 +11,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, USER_AGENT};
-use http::{Method, Request, StatusCode, Uri};
+use http::header::{HeaderMap, HeaderValue, USER_AGENT};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -70,7 +72,7 @@ pub enum RequestError {
     },
 }
 
-/// A pooled HTTP/1.1 client for `HEAD` and `GET` requests without a body.
+/// A pooled HTTP/1.1 client for requests without a body.
 /// Clones share the connection pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -118,40 +120,70 @@ impl HttpClient {
         url: &str,
         timeout: Duration,
     ) -> Result<StatusCode, RequestError> {
-        let uri: Uri =
-            url.parse()
-                .map_err(|error: http::uri::InvalidUri| RequestError::InvalidUrl {
-                    url: url.to_owned(),
-                    reason: error.to_string(),
-                })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(RequestError::InvalidUrl {
-                url: url.to_owned(),
-                reason: "expected a scheme of http or https and a host".to_owned(),
-            });
-        }
+        let request = build_request(method, url, HeaderMap::new())?;
+        let response = self.send_request(request, timeout).await?;
+        Ok(response.status())
+    }
 
-        let mut request = Request::new(Empty::new());
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
-        request
-            .headers_mut()
-            .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-
+    /// Sends a request built by [`build_request`] and returns the response
+    /// with its body unread, or an error when the response headers do not
+    /// arrive within `timeout`. Reading the body is not bounded by
+    /// `timeout`. A redirect is returned, not followed.
+    pub async fn send_request(
+        &self,
+        request: Request<Empty<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, RequestError> {
+        let method = request.method().clone();
+        let url = request.uri().to_string();
         match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response.status()),
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(RequestError::Failed {
                 method,
-                url: url.to_owned(),
+                url,
                 reason: error_chain(&error),
             }),
             Err(_elapsed) => Err(RequestError::TimedOut {
                 method,
-                url: url.to_owned(),
+                url,
                 timeout,
             }),
         }
     }
+}
+
+/// Builds a request without a body to an absolute `http` or `https` URL,
+/// with `headers` and this client's `User-Agent`.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidUrl`] when `url` is not such a URL.
+pub fn build_request(
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+) -> Result<Request<Empty<Bytes>>, RequestError> {
+    let uri: Uri =
+        url.parse()
+            .map_err(|error: http::uri::InvalidUri| RequestError::InvalidUrl {
+                url: url.to_owned(),
+                reason: error.to_string(),
+            })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(RequestError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "expected a scheme of http or https and a host".to_owned(),
+        });
+    }
+
+    let mut request = Request::new(Empty::new());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+        .headers_mut()
+        .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    Ok(request)
 }
 
 /// Joins an error and its sources with `: `, because the client's own

@@ -16,9 +16,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::client_log::ClientAddressLogging;
+use crate::client_log::{ClientAddressLogging, LoggedAddress};
 use crate::handle::PolicyHandle;
 use crate::metrics::Metrics;
+use crate::resolve::{Resolution, ResolveRequest, ResolvedBody, Resolver};
 use crate::select::{Checks, Selection};
 
 /// The `tracing` target of access-log events.
@@ -64,6 +65,7 @@ pub struct RegistryRedirectLayer {
     settings: Settings,
     checks: Option<Checks>,
     metrics: Option<Metrics>,
+    resolver: Option<Resolver>,
 }
 
 impl RegistryRedirectLayer {
@@ -83,6 +85,7 @@ impl RegistryRedirectLayer {
             },
             checks: None,
             metrics: None,
+            resolver: None,
         }
     }
 
@@ -112,6 +115,17 @@ impl RegistryRedirectLayer {
             metrics.observe_checks(checks);
         }
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Fetches requests for upstreams with `auth = "resolve"` with
+    /// `resolver`: documents pass through with a token, blobs are
+    /// redirected to the storage URL the upstream names (see
+    /// [`crate::resolve`]). The access-log event of such a request has the
+    /// upstream's `status`, and `bytes`, the body bytes sent to the client.
+    /// Without a resolver these requests get 503 with an OCI error.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = Some(resolver);
         self
     }
 
@@ -163,6 +177,7 @@ impl<S> Layer<S> for RegistryRedirectLayer {
             settings: self.settings,
             checks: self.checks.clone(),
             metrics: self.metrics.clone(),
+            resolver: self.resolver.clone(),
         }
     }
 }
@@ -175,6 +190,7 @@ pub struct RegistryRedirect<S> {
     settings: Settings,
     checks: Option<Checks>,
     metrics: Option<Metrics>,
+    resolver: Option<Resolver>,
 }
 
 impl<S> RegistryRedirect<S> {
@@ -222,6 +238,26 @@ where
                 started,
             );
             return ResponseFuture::checked(Box::pin(checked));
+        }
+        if let Some(resolver) = &self.resolver {
+            if let Some(resolve) = ResolveRequest::from_decision(&decision, request.headers()) {
+                let entry = AccessEntry::of(&request, &decision, self.settings.client_addresses);
+                if let Some(metrics) = &self.metrics {
+                    // NOTE: metrics count a resolve-mode request's decision
+                    // time under the label "other", without the upstream's
+                    // status code.
+                    let upstream = chosen_upstream(&decision, None);
+                    metrics.record_decision(&self.policy, &policy, &decision, upstream, started);
+                }
+                let resolved = respond_resolved(
+                    resolver.clone(),
+                    resolve,
+                    entry,
+                    self.settings.access_log,
+                    started,
+                );
+                return ResponseFuture::resolved(Box::pin(resolved));
+            }
         }
 
         if self.settings.access_log {
@@ -284,6 +320,79 @@ async fn respond_after_checks(
     response
 }
 
+/// Fetches a resolve-mode request from its upstream and logs it with the
+/// upstream's status and the body bytes sent.
+async fn respond_resolved(
+    resolver: Resolver,
+    request: ResolveRequest,
+    entry: AccessEntry,
+    access_log: bool,
+    started: Instant,
+) -> Response<ResolvedBody> {
+    let Resolution {
+        response,
+        bytes,
+        streamed,
+        cached,
+    } = resolver.resolve(&request).await;
+    if access_log {
+        let micros = started.elapsed().as_micros() as u64;
+        tracing::info!(
+            target: ACCESS_LOG_TARGET,
+            method = %entry.method,
+            path = entry.path.as_str(),
+            kind = entry.kind,
+            outcome = "resolve",
+            rule = %entry.rule,
+            upstream = %request.upstream,
+            status = response.status().as_u16(),
+            micros,
+            bytes,
+            streamed,
+            cached,
+            client = entry.client.map(tracing::field::display),
+            client_source = entry.client_source,
+        );
+    }
+    response
+}
+
+/// The fields of an access-log event that come from the request and its
+/// decision, owned so that they outlive both.
+struct AccessEntry {
+    method: http::Method,
+    path: String,
+    kind: &'static str,
+    rule: String,
+    client: Option<LoggedAddress>,
+    client_source: Option<&'static str>,
+}
+
+impl AccessEntry {
+    fn of<B>(
+        request: &Request<B>,
+        decision: &Decision<'_>,
+        client_addresses: ClientAddressLogging,
+    ) -> Self {
+        let with_client = client_addresses != ClientAddressLogging::Off;
+        let rule = decision
+            .route()
+            .and_then(|route| route.rule)
+            .map_or("", |rule| rule.name());
+        AccessEntry {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            kind: decision.kind.map_or("", |kind| kind.as_str()),
+            rule: rule.to_owned(),
+            client: decision
+                .client
+                .addr
+                .and_then(|addr| client_addresses.apply(addr)),
+            client_source: with_client.then(|| decision.client.source.as_str()),
+        }
+    }
+}
+
 /// Returns the peer address from axum's `ConnectInfo<SocketAddr>` or a `SocketAddr` extension.
 fn peer_address<B>(request: &Request<B>) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
@@ -331,7 +440,11 @@ fn log_decision<B>(
     let checks = selection.map(tracing::field::display);
 
     let kind = decision.kind.map_or("", |kind| kind.as_str());
-    let status = decision.status().map_or(0, |status| status.as_u16());
+    let status = match decision.outcome {
+        // Without a resolver the core's response is 503.
+        Outcome::Resolve { .. } => 503,
+        _ => decision.status().map_or(0, |status| status.as_u16()),
+    };
     let micros = started.elapsed().as_micros() as u64;
     // Recorded as a string: the text format writes it with Debug
     // formatting, which escapes control characters so that a hostile path
@@ -375,6 +488,9 @@ pin_project! {
 /// The future of a response written after candidate checks.
 type CheckedFuture = Pin<Box<dyn Future<Output = Response<bytes::Bytes>> + Send>>;
 
+/// The future of a resolve-mode response.
+type ResolvedFuture = Pin<Box<dyn Future<Output = Response<ResolvedBody>> + Send>>;
+
 pin_project! {
     #[project = FutureKindProj]
     enum FutureKind<F> {
@@ -384,6 +500,8 @@ pin_project! {
         Ready { response: Option<Response<bytes::Bytes>> },
         // `None` once returned.
         Checked { future: Option<CheckedFuture> },
+        // `None` once returned.
+        Resolved { future: Option<ResolvedFuture> },
     }
 }
 
@@ -403,6 +521,14 @@ impl<F> ResponseFuture<F> {
     fn checked(future: CheckedFuture) -> Self {
         ResponseFuture {
             kind: FutureKind::Checked {
+                future: Some(future),
+            },
+        }
+    }
+
+    fn resolved(future: ResolvedFuture) -> Self {
+        ResponseFuture {
+            kind: FutureKind::Resolved {
                 future: Some(future),
             },
         }
@@ -439,6 +565,14 @@ where
                 let response = std::task::ready!(pending.as_mut().poll(cx));
                 *future = None;
                 Poll::Ready(Ok(response.map(ResponseBody::full)))
+            }
+            FutureKindProj::Resolved { future } => {
+                let Some(pending) = future.as_mut() else {
+                    return Poll::Ready(Ok(internal_error().map(ResponseBody::full)));
+                };
+                let response = std::task::ready!(pending.as_mut().poll(cx));
+                *future = None;
+                Poll::Ready(Ok(response.map(ResponseBody::resolved)))
             }
         }
     }

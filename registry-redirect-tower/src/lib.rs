@@ -37,6 +37,12 @@
 //! decision, rule, upstream and status code without a lock on the request
 //! path, and renders them for Prometheus. [`ClientAddressLogging`] sets
 //! whether the access log carries client addresses, whole or truncated.
+//!
+//! Upstreams with `auth = "resolve"` need a bearer token for every
+//! request. With a [`resolve::Resolver`]
+//! ([`RegistryRedirectLayer::with_resolver`]) the layer fetches their
+//! documents with a token and redirects blob requests to the storage URL
+//! the upstream names. Without one, such requests get 503.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -49,9 +55,10 @@ mod handle;
 pub mod health;
 mod layer;
 pub mod metrics;
+pub mod resolve;
 pub mod select;
 
-pub use body::ResponseBody;
+pub use body::{BoxError, ResponseBody};
 pub use checks::CheckSettings;
 pub use client_log::ClientAddressLogging;
 pub use handle::PolicyHandle;

@@ -1,0 +1,277 @@
+//! Buffered upstream replies (manifests, tag lists, referrers, error
+//! bodies and redirects) and their cache.
+//!
+//! A reply fetched by digest never changes, so it stays cached until the
+//! byte bound evicts it. A reply fetched by tag stays for the upstream's
+//! `tag_ttl`. Only `200 OK` replies to `GET` are cached, keyed by URL and
+//! `Accept`, because a registry picks the manifest format from `Accept`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LINK,
+};
+use http::{HeaderMap, StatusCode};
+use moka::future::Cache;
+use moka::Expiry;
+
+/// The response headers of a document that a registry sends and clients
+/// read, passed on from the upstream.
+static DOCUMENT_HEADERS: [HeaderName; 5] = [
+    CONTENT_TYPE,
+    HeaderName::from_static("docker-content-digest"),
+    HeaderName::from_static("docker-distribution-api-version"),
+    // Tag list pagination.
+    LINK,
+    // Referrers filtered by artifact type.
+    HeaderName::from_static("oci-filters-applied"),
+];
+
+/// The response headers of a blob passed on from the upstream.
+static BLOB_HEADERS: [HeaderName; 6] = [
+    CONTENT_TYPE,
+    CONTENT_LENGTH,
+    CONTENT_RANGE,
+    ACCEPT_RANGES,
+    ETAG,
+    HeaderName::from_static("docker-content-digest"),
+];
+
+/// Copies the headers of a document reply from the upstream's response.
+pub(crate) fn document_headers(upstream: &HeaderMap) -> HeaderMap {
+    copy_headers(upstream, &DOCUMENT_HEADERS)
+}
+
+/// Copies the headers of a blob reply from the upstream's response.
+pub(crate) fn blob_headers(upstream: &HeaderMap) -> HeaderMap {
+    copy_headers(upstream, &BLOB_HEADERS)
+}
+
+fn copy_headers(upstream: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in names {
+        for value in upstream.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// A complete reply from the upstream, as it is passed to the client.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    /// The headers passed on, without `Content-Length` for `GET` (the
+    /// length of `body` sets it) and with the upstream's for `HEAD`.
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    /// Returns the `Content-Length` a `HEAD` for this reply carries: the
+    /// body's length, or for a reply to `HEAD`, the upstream's value.
+    pub(crate) fn content_length(&self) -> Option<HeaderValue> {
+        if self.body.is_empty() {
+            if let Some(length) = self.headers.get(CONTENT_LENGTH) {
+                return Some(length.clone());
+            }
+        }
+        Some(HeaderValue::from(self.body.len()))
+    }
+}
+
+/// A cached reply and how long it stays.
+struct CachedReply {
+    reply: Reply,
+    /// `None` until evicted (fetched by digest).
+    ttl: Option<Duration>,
+}
+
+struct ReplyExpiry;
+
+impl Expiry<String, Arc<CachedReply>> for ReplyExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        cached: &Arc<CachedReply>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        cached.ttl
+    }
+}
+
+/// Why a fetched reply was not cached: not a `200 OK`, or the fetch failed.
+pub(crate) enum NotCached<E> {
+    Reply(Reply),
+    Failed(E),
+}
+
+/// Replies by URL and `Accept`, bounded by their size in bytes.
+pub(crate) struct DocumentCache {
+    cache: Cache<String, Arc<CachedReply>>,
+}
+
+impl DocumentCache {
+    /// Creates a cache of about `max_bytes` of bodies and headers.
+    pub(crate) fn new(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, cached: &Arc<CachedReply>| {
+                let headers: usize = cached
+                    .reply
+                    .headers
+                    .iter()
+                    .map(|(name, value)| name.as_str().len() + value.len())
+                    .sum();
+                let weight = key.len() + headers + cached.reply.body.len();
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .expire_after(ReplyExpiry)
+            .build();
+        DocumentCache { cache }
+    }
+
+    /// Returns the key of a document: its URL and the `Accept` values.
+    pub(crate) fn key(url: &str, accept: &[&HeaderValue]) -> String {
+        let mut key = url.to_owned();
+        for value in accept {
+            key.push('\n');
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        key
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Option<Reply> {
+        self.cache.get(key).await.map(|cached| cached.reply.clone())
+    }
+
+    /// Returns the cached reply for `key`, or runs `fetch` and caches its
+    /// reply when it is `200 OK`. Concurrent calls for one key share one
+    /// fetch.
+    pub(crate) async fn get_or_fetch<E, F>(
+        &self,
+        key: String,
+        ttl: Option<Duration>,
+        fetch: F,
+    ) -> Result<Reply, Arc<NotCached<E>>>
+    where
+        E: Send + Sync + 'static,
+        F: std::future::Future<Output = Result<Reply, E>>,
+    {
+        let init = async move {
+            match fetch.await {
+                Ok(reply) if reply.status == StatusCode::OK => {
+                    Ok(Arc::new(CachedReply { reply, ttl }))
+                }
+                Ok(reply) => Err(NotCached::Reply(reply)),
+                Err(error) => Err(NotCached::Failed(error)),
+            }
+        };
+        self.cache
+            .try_get_with(key, init)
+            .await
+            .map(|cached| cached.reply.clone())
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: StatusCode, body: &'static str) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_ok_replies_cached() {
+        let cache = DocumentCache::new(1024 * 1024);
+        let fetched = cache
+            .get_or_fetch::<(), _>("a".into(), None, async {
+                Ok(reply(StatusCode::NOT_FOUND, "{\"errors\":[]}"))
+            })
+            .await;
+        let Err(not_cached) = fetched else {
+            panic!("a 404 reply was cached");
+        };
+        assert!(matches!(*not_cached, NotCached::Reply(_)));
+        assert!(cache.get("a").await.is_none());
+
+        let fetched = cache
+            .get_or_fetch::<(), _>("a".into(), None, async { Ok(reply(StatusCode::OK, "{}")) })
+            .await;
+        assert_eq!(fetched.ok().unwrap().body, "{}");
+        assert_eq!(cache.get("a").await.unwrap().body, "{}");
+    }
+
+    #[tokio::test]
+    async fn cache_bounded_by_bytes() {
+        let cache = DocumentCache::new(1000);
+        for index in 0..20 {
+            let body = Bytes::from(vec![b'x'; 400]);
+            let _ = cache
+                .get_or_fetch::<(), _>(format!("key-{index}"), None, async move {
+                    Ok(Reply {
+                        status: StatusCode::OK,
+                        headers: HeaderMap::new(),
+                        body,
+                    })
+                })
+                .await;
+        }
+        assert!(cache.entry_count().await <= 2);
+    }
+
+    #[tokio::test]
+    async fn tag_replies_expire() {
+        let cache = DocumentCache::new(1024);
+        let _ = cache
+            .get_or_fetch::<(), _>("tag".into(), Some(Duration::from_millis(50)), async {
+                Ok(reply(StatusCode::OK, "{}"))
+            })
+            .await;
+        assert!(cache.get("tag").await.is_some());
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(cache.get("tag").await.is_none());
+    }
+
+    #[test]
+    fn key_includes_accept() {
+        let json = HeaderValue::from_static("application/json");
+        let oci = HeaderValue::from_static("application/vnd.oci.image.index.v1+json");
+        assert_ne!(
+            DocumentCache::key("https://r/v2/a/manifests/1", &[&json]),
+            DocumentCache::key("https://r/v2/a/manifests/1", &[&oci])
+        );
+    }
+
+    #[test]
+    fn only_registry_headers_copied() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        upstream.insert(
+            "docker-content-digest",
+            HeaderValue::from_static("sha256:ab"),
+        );
+        upstream.insert(
+            "www-authenticate",
+            HeaderValue::from_static("Bearer realm=\"x\""),
+        );
+        upstream.insert("set-cookie", HeaderValue::from_static("a=b"));
+        let copied = document_headers(&upstream);
+        assert_eq!(copied.len(), 2);
+        assert!(copied.contains_key(CONTENT_TYPE));
+        assert!(copied.contains_key("docker-content-digest"));
+    }
+}

@@ -1,0 +1,71 @@
+//! The access-log event of a resolve-mode request. It runs in a binary of
+//! its own, because a per-thread `tracing` subscriber received no events
+//! when the layer tests shared one (see `access_log.rs`).
+
+mod token_registry;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use token_registry::{policy, resolver, Client, FakeRegistry, DIGEST, MANIFEST};
+
+/// A `tracing` writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn access_log_counts_body_bytes() {
+    let registry = FakeRegistry::start().await;
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut client = Client::new(policy(&registry.url(), |_| {}), Some(resolver()));
+    client.layer = client.layer.access_log(true);
+
+    let (status, _, _) = client.get("/v2/nginx/manifests/latest").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = client.get(&format!("/v2/nginx/blobs/{DIGEST}")).await;
+    assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("registry_redirect::access"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("outcome=\"resolve\""), "{}", lines[0]);
+    assert!(lines[0].contains("kind=\"manifest\""), "{}", lines[0]);
+    assert!(lines[0].contains("status=200"), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&format!("bytes={}", MANIFEST.len())),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("kind=\"blob\""), "{}", lines[1]);
+    assert!(lines[1].contains("status=307"), "{}", lines[1]);
+    assert!(lines[1].contains("bytes=0"), "{}", lines[1]);
+    assert!(lines[1].contains("streamed=false"), "{}", lines[1]);
+}
