@@ -279,7 +279,9 @@ async fn slow_token_endpoint_gives_503() {
     assert_eq!(headers["content-type"], "application/json");
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains(r#""code":"UNAVAILABLE""#), "{text}");
-    assert!(text.contains("did not respond within 400 ms"), "{text}");
+    // The whole request and the token request share the timeout, so
+    // either one may report it.
+    assert!(text.contains("400 ms"), "{text}");
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
 }
 
