@@ -242,18 +242,12 @@ where
         if let Some(resolver) = &self.resolver {
             if let Some(resolve) = ResolveRequest::from_decision(&decision, request.headers()) {
                 let entry = AccessEntry::of(&request, &decision, self.settings.client_addresses);
-                if let Some(metrics) = &self.metrics {
-                    // NOTE: metrics count a resolve-mode request's decision
-                    // time under the label "other", without the upstream's
-                    // status code.
-                    let upstream = chosen_upstream(&decision, None);
-                    metrics.record_decision(&self.policy, &policy, &decision, upstream, started);
-                }
                 let resolved = respond_resolved(
                     resolver.clone(),
                     resolve,
                     entry,
                     self.settings.access_log,
+                    self.metrics.clone(),
                     started,
                 );
                 return ResponseFuture::resolved(Box::pin(resolved));
@@ -320,13 +314,14 @@ async fn respond_after_checks(
     response
 }
 
-/// Fetches a resolve-mode request from its upstream and logs it with the
-/// upstream's status and the body bytes sent.
+/// Fetches a resolve-mode request from its upstream, and logs and counts
+/// it with the upstream's status and the body bytes sent.
 async fn respond_resolved(
     resolver: Resolver,
     request: ResolveRequest,
     entry: AccessEntry,
     access_log: bool,
+    metrics: Option<Metrics>,
     started: Instant,
 ) -> Response<ResolvedBody> {
     let Resolution {
@@ -335,6 +330,9 @@ async fn respond_resolved(
         streamed,
         cached,
     } = resolver.resolve(&request).await;
+    if let Some(metrics) = &metrics {
+        metrics.record_resolved(&entry.rule, &request.upstream, response.status(), started);
+    }
     if access_log {
         let micros = started.elapsed().as_micros() as u64;
         tracing::info!(
