@@ -232,9 +232,11 @@ impl ProxyProtocol {
                 _ => parse_v2(&buffer[..peeked], peer)?,
             };
             if let Some((length, client)) = parsed {
-                let mut header = vec![0u8; length];
+                // The parser checked that the first `length` bytes, which
+                // are in the buffer already, are the header.
+                let header = buffer.get_mut(..length).unwrap_or_default();
                 stream
-                    .read_exact(&mut header)
+                    .read_exact(header)
                     .await
                     .map_err(|source| ProxyHeaderError::Io { peer, source })?;
                 return Ok(client);

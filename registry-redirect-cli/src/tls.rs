@@ -91,7 +91,8 @@ pub enum TlsError {
 pub struct Tls {
     acceptor: TlsAcceptor,
     store: Arc<CertificateStore>,
-    fixed_files: Option<TlsFiles>,
+    // In an Arc because every connection clones its settings.
+    fixed_files: Option<Arc<TlsFiles>>,
 }
 
 impl fmt::Debug for Tls {
@@ -125,7 +126,7 @@ impl Tls {
     /// Makes [`reload_certificate`] read `files` rather than the new
     /// configuration's, for files given as flags.
     pub fn with_fixed_files(mut self, files: TlsFiles) -> Self {
-        self.fixed_files = Some(files);
+        self.fixed_files = Some(Arc::new(files));
         self
     }
 
@@ -249,7 +250,7 @@ fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
 /// stays. A change between HTTP and HTTPS needs a restart, and is logged
 /// with a warning.
 pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) {
-    let files = tls.and_then(|tls| tls.fixed_files.as_ref()).or(files);
+    let files = tls.and_then(|tls| tls.fixed_files.as_deref()).or(files);
     match (tls, files) {
         (Some(tls), Some(files)) => match tls.reload(files) {
             Ok(()) => tracing::info!(
