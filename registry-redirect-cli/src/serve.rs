@@ -492,7 +492,10 @@ pub async fn run(
     // Without this, the router turns its handlers into routes again, with
     // the layer applied, on every request.
     let app = app.with_state(());
-    let connections = Arc::new(Semaphore::new(settings.limits.max_connections));
+    // Limits::validate rejects larger limits; clamping keeps `run` from
+    // panicking on limits that were not validated.
+    let permits = settings.limits.max_connections.min(Semaphore::MAX_PERMITS);
+    let connections = Arc::new(Semaphore::new(permits));
     let mut waits = LimitWaits::default();
 
     let signal = loop {
@@ -668,9 +671,9 @@ async fn serve_connection(
     }
 
     let Some(tls) = &settings.tls else {
-        // hyper-util's auto builder reads the first bytes to tell HTTP/1
-        // from HTTP/2 before hyper's connection starts, so wait for them
-        // here, where the stop signal can end the wait.
+        // Tell HTTP/1 from HTTP/2 by the first bytes here, where the
+        // deadline and the stop signal can end the wait. hyper-util's auto
+        // builder would read them with no timeout.
         let http2 = tokio::select! {
             http2 = wait_for_request_start(&stream, deadline) => http2,
             _ = stop.wait_for(|stop| *stop) => None,
