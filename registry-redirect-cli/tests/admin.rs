@@ -209,13 +209,29 @@ fn assert_well_formed(text: &str) {
     }
 }
 
-fn temp_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "registry-redirect-admin-{test}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory for one test's files, removed on drop, so also when the
+/// test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "registry-redirect-admin-{test}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -235,7 +251,7 @@ const CONFIG: &str = "default_upstream = \"k8s\"\n\
 
 #[test]
 fn metrics_count_requests_and_reloads() {
-    let dir = temp_dir("metrics");
+    let dir = TempDir::new("metrics");
     let config = dir.join("config.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let mut server = Server::start(&config, &["--log-level", "warn"]);
@@ -332,7 +348,6 @@ fn metrics_count_requests_and_reloads() {
         .wait_for_exit()
         .expect("the server exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Scrapes until `series` has `value`, at most [`DEADLINE`], and returns
@@ -369,7 +384,7 @@ fn readyz_fails_during_drain() {
         format!("HEAD /blobs/{digest}").as_str(),
         common::Reply::Hang,
     )]);
-    let dir = temp_dir("readyz");
+    let dir = TempDir::new("readyz");
     std::fs::write(dir.join("lab.txt"), "127.0.0.0/8 local lab\n").unwrap();
     let config = dir.join("config.toml");
     std::fs::write(
@@ -425,12 +440,11 @@ fn readyz_fails_during_drain() {
         .wait_for_exit()
         .expect("the server exits after the drain");
     assert_eq!(exited.code(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn json_log_lines_parse() {
-    let dir = temp_dir("json");
+    let dir = TempDir::new("json");
     let config = dir.join("config.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let mut server = Server::start(
@@ -451,7 +465,6 @@ fn json_log_lines_parse() {
         .wait_for_exit()
         .expect("the server exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Give the stderr thread a moment to read the last lines.
     thread::sleep(Duration::from_millis(200));
