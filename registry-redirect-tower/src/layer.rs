@@ -341,8 +341,10 @@ async fn respond_resolved(
             path = entry.path.as_str(),
             kind = entry.kind,
             outcome = "resolve",
-            rule = %entry.rule,
-            upstream = %request.upstream,
+            // As strings, like the other access-log events, so that the
+            // text format quotes them the same way.
+            rule = entry.rule.as_str(),
+            upstream = request.upstream.as_str(),
             status = response.status().as_u16(),
             micros,
             bytes,

@@ -57,6 +57,9 @@ async fn access_log_counts_body_bytes() {
         .collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines[0].contains("outcome=\"resolve\""), "{}", lines[0]);
+    // Quoted like the rule and upstream of every other access-log event.
+    assert!(lines[0].contains("rule=\"\""), "{}", lines[0]);
+    assert!(lines[0].contains("upstream=\"hub\""), "{}", lines[0]);
     assert!(lines[0].contains("kind=\"manifest\""), "{}", lines[0]);
     assert!(lines[0].contains("status=200"), "{}", lines[0]);
     assert!(
