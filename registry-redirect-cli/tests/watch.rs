@@ -351,6 +351,12 @@ fn watch_reloads_under_load() {
     // A change of the range file alone moves the client into the lab rule.
     volume.save_by_rename("ranges.txt", inside_lab);
     wait_for_location(server.addr, &location_of("lab"));
+    // The new policy serves a moment before the reload's log line is
+    // written, so wait for the line rather than reading the count once.
+    let started = Instant::now();
+    while server.log_count("configuration reloaded") < 3 && started.elapsed() < DEADLINE {
+        thread::sleep(Duration::from_millis(20));
+    }
     let reloads_before_invalid = server.log_count("configuration reloaded");
 
     // An invalid ConfigMap update is logged and changes nothing.
