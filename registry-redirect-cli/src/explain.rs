@@ -9,9 +9,9 @@
 //! let config = Config::builtin().unwrap();
 //! let request = RequestSpec::new(Method::GET, "/v2/nginx/manifests/latest", "192.168.0.7".parse().unwrap());
 //! let explanation = Explanation::of(&config.policy, &request);
-//! assert_eq!(explanation.decision, "redirect");
+//! assert_eq!(explanation.decision, "resolve");
 //! assert_eq!(
-//!     explanation.location.as_deref(),
+//!     explanation.upstream_url.as_deref(),
 //!     Some("https://registry-1.docker.io/v2/library/nginx/manifests/latest")
 //! );
 //! assert_eq!(explanation.rule.as_deref(), Some("lan-to-docker-hub"));
@@ -417,8 +417,8 @@ mod tests {
         ] {
             assert!(value.get(field).is_some(), "{field} is missing from {json}");
         }
-        assert_eq!(value["decision"], "redirect");
-        assert_eq!(value["location"], "https://registry-1.docker.io/v2/");
+        assert_eq!(value["decision"], "answer");
+        assert_eq!(value["upstream"], "hub");
         assert_eq!(value["rule_index"], 0);
         assert_eq!(value["error_code"], serde_json::Value::Null);
     }

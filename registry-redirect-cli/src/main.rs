@@ -613,6 +613,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         if let Some(checks) = &checks {
             layer = layer.with_checks(checks.clone());
         }
+        // Always present, so that a reload can add an upstream with
+        // auth = "resolve" without a restart.
+        layer = layer.with_resolver(serve::start_resolver(&config)?);
         let timeout = Duration::from_secs(args.shutdown_timeout);
         readiness.set_ready();
         serve::run(listener, serve::router(layer), signals, timeout, settings).await;

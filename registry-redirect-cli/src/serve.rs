@@ -59,6 +59,7 @@ use hyper_util::service::TowerToHyperService;
 use registry_redirect_core::Policy;
 use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
+use registry_redirect_tower::resolve::Resolver;
 use registry_redirect_tower::{
     CheckSettings, Checks, Metrics, PolicyHandle, RegistryRedirectLayer,
 };
@@ -113,6 +114,9 @@ pub enum ServeError {
     /// The HTTP client of blob checks and health probes could not be built.
     #[error("failed to create the HTTP client for blob checks and health probes: {0}")]
     CheckClient(ClientError),
+    /// The HTTP client of resolve mode could not be built.
+    #[error("failed to create the HTTP client for resolve mode: {0}")]
+    ResolveClient(ClientError),
     /// The health probes could not start.
     #[error("failed to start the health probes: {0}")]
     HealthProbes(HealthError),
@@ -125,6 +129,28 @@ pub fn needs_checks(policy: &Policy) -> bool {
         .upstreams()
         .iter()
         .any(|upstream| upstream.verify_blobs() || upstream.health_check().is_some())
+}
+
+/// Creates the resolver of resolve mode with the settings of `[resolve]`,
+/// and logs, at INFO, each upstream that uses it. It sends nothing until
+/// a request for such an upstream arrives.
+pub fn start_resolver(config: &Config) -> Result<Resolver, ServeError> {
+    let settings = config.resolver_settings.clone();
+    for upstream in config.policy.upstreams() {
+        let Some(resolve) = upstream.resolve() else {
+            continue;
+        };
+        tracing::info!(
+            upstream = upstream.name(),
+            url = upstream.url(),
+            blob_proxy = resolve.blob_proxy,
+            tag_ttl_secs = resolve.tag_ttl.as_secs(),
+            credentials = resolve.credentials.is_some(),
+            timeout_ms = settings.timeout.as_millis() as u64,
+            "fetching from this upstream with a token (auth = \"resolve\")"
+        );
+    }
+    Resolver::new(settings).map_err(ServeError::ResolveClient)
 }
 
 /// Creates the blob checks and starts the health probes of `policy`, or

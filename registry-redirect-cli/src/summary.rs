@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(
             Summary::new(&config).to_string(),
             "upstreams:\n\
-             \x20 hub  https://registry-1.docker.io  (library_prefix, api_version_check redirect)\n\
+             \x20 hub  https://registry-1.docker.io  (library_prefix, auth resolve, tag_ttl 30 s)\n\
              \x20 k8s  https://registry.k8s.io\n\
              rules (the first match wins):\n\
              \x20 rules[0] lan-to-docker-hub -> hub: clients 192.168.0.0/24\n\

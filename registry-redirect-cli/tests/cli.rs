@@ -265,8 +265,10 @@ fn explain_text_shows_rule_and_client() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
-        "decision: redirect 307\n\
-         location: https://registry-1.docker.io/v2/library/nginx/manifests/latest\n\
+        "decision: resolve\n\
+         upstream url: https://registry-1.docker.io/v2/library/nginx/manifests/latest\n\
+         resolve: the server fetches with a token from upstream hub; documents pass through, \
+         blobs are redirected to storage\n\
          upstream: hub\n\
          rule: lan-to-docker-hub (rules[0])\n\
          kind: manifest\n\

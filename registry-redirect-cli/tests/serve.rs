@@ -774,3 +774,80 @@ fn sighup_reloads_certificate_keeps_bad() {
     assert_eq!(status.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn serve_resolves_from_loopback_upstream() {
+    // An upstream without token auth: its `GET /v2/` returns 200, so the
+    // server fetches without a token. The tower crate's tests cover tokens.
+    let upstream = common::TestServer::start(&[
+        ("GET /v2/", common::Reply::Body("{}")),
+        (
+            "GET /v2/library/app/manifests/v1",
+            common::Reply::Body(r#"{"schemaVersion":2}"#),
+        ),
+        (
+            format!("GET /v2/library/app/blobs/{DIGEST}").as_str(),
+            common::Reply::Redirect("/storage/blob-1?signature=abc"),
+        ),
+    ]);
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-serve-resolve-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hub-password"), "secret\n").unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_upstream = \"hub\"\n\
+             [upstreams.hub]\nurl = \"{}\"\nlibrary_prefix = true\nauth = \"resolve\"\n\
+             tag_ttl_seconds = 0\n\
+             [upstreams.hub.credentials]\nusername = \"puller\"\n\
+             password_file = \"hub-password\"\n\
+             [resolve]\ntimeout_ms = 5000\n",
+            upstream.url("")
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let version = send(server.addr, "GET", "/v2/");
+    assert_eq!(version.status, 200);
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
+
+    let manifest = send(server.addr, "GET", "/v2/app/manifests/v1");
+    assert_eq!(manifest.status, 200);
+    assert_eq!(manifest.body_text(), r#"{"schemaVersion":2}"#);
+    assert_eq!(
+        manifest.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    let blob = send(server.addr, "GET", &format!("/v2/app/blobs/{DIGEST}"));
+    assert_eq!(blob.status, 302);
+    assert_eq!(
+        blob.header("location"),
+        Some(upstream.url("/storage/blob-1?signature=abc").as_str())
+    );
+
+    let missing = send(server.addr, "GET", "/v2/app/manifests/v2");
+    assert_eq!(missing.status, 404);
+
+    assert_eq!(
+        upstream.requests(),
+        [
+            "GET /v2/".to_owned(),
+            "GET /v2/library/app/manifests/v1".to_owned(),
+            format!("GET /v2/library/app/blobs/{DIGEST}"),
+            "GET /v2/library/app/manifests/v2".to_owned(),
+        ]
+    );
+
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}

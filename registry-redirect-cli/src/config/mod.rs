@@ -8,7 +8,8 @@
 //! range files that label client addresses with a cloud and a region.
 //! `[blob_checks]` sets the blob checks and health probes of `serve`, and
 //! `[ranges_fetch]` the URLs of `ranges fetch`. `[tls]`, `proxy_protocol`
-//! and `[limits]` set `serve`'s listener.
+//! and `[limits]` set `serve`'s listener. `[resolve]` sets the timeouts and
+//! document cache of upstreams with `auth = "resolve"`.
 //! `examples/registry-redirect.toml` in this crate explains every key.
 //!
 //! Loading runs in three phases, and a phase runs only when the one before
@@ -51,12 +52,14 @@ mod listener;
 mod position;
 mod ranges;
 mod reader;
+mod resolve;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
 use registry_redirect_core::{Policy, PolicySpec};
+use registry_redirect_tower::resolve::ResolverSettings;
 use registry_redirect_tower::CheckSettings;
 use toml::de::DeTable;
 
@@ -116,6 +119,8 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// The connection limits of `[limits]`, defaults filled in.
     pub limits: Limits,
+    /// The settings of resolve mode, from `[resolve]`.
+    pub resolver_settings: ResolverSettings,
     /// Settings that are valid but have no effect here, each with its
     /// position and a message that starts with `warning: `.
     pub warnings: Vec<ConfigError>,
@@ -198,6 +203,7 @@ impl Config {
             tls: parts.tls.map(|tls| tls.files(dir)),
             proxy_protocol: parts.proxy_protocol,
             limits: parts.limits,
+            resolver_settings: parts.resolver_settings,
         })
     }
 

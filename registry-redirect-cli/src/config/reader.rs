@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use registry_redirect_core::policy::{FieldPath, FieldSegment};
 use registry_redirect_core::{Policy, PolicySpec, RuleSpec, UpstreamSpec};
+use registry_redirect_tower::resolve::ResolverSettings;
 use registry_redirect_tower::CheckSettings;
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -16,6 +17,7 @@ use super::error::{ConfigError, ConfigErrors};
 use super::listener::{LimitsSpec, TlsSpec};
 use super::position::{field_at, span_of_field, LineIndex};
 use super::ranges::{LoadedLabels, RangeFileSpec};
+use super::resolve::ResolveSpec;
 use crate::admin::AdminListen;
 use crate::fetch::{check_url, FetchSource};
 use crate::limits::Limits;
@@ -24,7 +26,7 @@ use crate::limits::Limits;
 const TOP_LEVEL_KEYS: &str =
     "listen, admin_listen, redirect_status, trusted_proxies, forwarded_header, \
      default_upstream, upstreams, rules, client_ranges, blob_checks, ranges_fetch, tls, \
-     proxy_protocol, limits";
+     proxy_protocol, limits, resolve";
 
 /// The values read from a document before the policy is compiled.
 pub(crate) struct Parts {
@@ -37,6 +39,7 @@ pub(crate) struct Parts {
     pub(crate) tls: Option<TlsSpec>,
     pub(crate) proxy_protocol: bool,
     pub(crate) limits: Limits,
+    pub(crate) resolver_settings: ResolverSettings,
 }
 
 /// Returns the path of `key` in the `[[client_ranges]]` entry `index`.
@@ -183,6 +186,7 @@ impl<'a> Reader<'a> {
         let mut tls = None;
         let mut proxy_protocol = false;
         let mut limits = Limits::default();
+        let mut resolver_settings = ResolverSettings::default();
 
         for (key, value) in root.iter() {
             let name: &str = key.get_ref();
@@ -216,6 +220,11 @@ impl<'a> Reader<'a> {
                         limits = read;
                     }
                 }
+                "resolve" => {
+                    if let Some(settings) = self.read_resolve(path, value) {
+                        resolver_settings = settings;
+                    }
+                }
                 _ => self.push(
                     key.span().start,
                     format!("unknown key \"{name}\" (expected one of: {TOP_LEVEL_KEYS})"),
@@ -242,7 +251,29 @@ impl<'a> Reader<'a> {
             tls,
             proxy_protocol,
             limits,
+            resolver_settings,
         })
+    }
+
+    fn read_resolve(
+        &mut self,
+        path: FieldPath,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<ResolverSettings> {
+        let spec = self.read::<ResolveSpec>(path, value)?;
+        match spec.settings() {
+            Ok(settings) => Some(settings),
+            Err(errors) => {
+                for (key, message) in errors {
+                    let offset = match value.get_ref() {
+                        DeValue::Table(table) => table.get(key).map(|value| value.span().start),
+                        _ => None,
+                    };
+                    self.push(offset.unwrap_or(value.span().start), message);
+                }
+                None
+            }
+        }
     }
 
     fn read_limits(&mut self, path: FieldPath, value: &Spanned<DeValue<'_>>) -> Option<Limits> {

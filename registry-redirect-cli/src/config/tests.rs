@@ -83,7 +83,7 @@ fn errors_point_at_line_and_column() {
             ("listen = \"0.0.0.0:5000\"", "listen_on = \"0.0.0.0:5000\""),
             "1:1: unknown key \"listen_on\" (expected one of: listen, admin_listen, redirect_status, \
              trusted_proxies, forwarded_header, default_upstream, upstreams, rules, client_ranges, \
-             blob_checks, ranges_fetch, tls, proxy_protocol, limits)",
+             blob_checks, ranges_fetch, tls, proxy_protocol, limits, resolve)",
         ),
         (
             "unknown upstream key",
@@ -302,8 +302,8 @@ fn builtin_policy_compiles() {
     );
     assert!(hub.library_prefix());
     assert_eq!(
-        hub.api_version_check(),
-        registry_redirect_core::ApiVersionCheck::Redirect
+        hub.auth(),
+        registry_redirect_core::policy::UpstreamAuth::Resolve
     );
     let rules = config.policy.rules();
     assert_eq!(rules.len(), 1);
