@@ -59,7 +59,7 @@ use hyper_util::service::TowerToHyperService;
 use registry_redirect_core::Policy;
 use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
-use registry_redirect_tower::resolve::Resolver;
+use registry_redirect_tower::resolve::{Resolver, ResolverSettings};
 use registry_redirect_tower::{
     CheckSettings, Checks, Metrics, PolicyHandle, RegistryRedirectLayer,
 };
@@ -213,8 +213,9 @@ pub fn start_checks(
 /// loaded too, and replace the old ones only when both are valid; see
 /// [`crate::tls::reload_certificate`].
 ///
-/// `listen`, `[blob_checks]`, `proxy_protocol` and `[limits]` take effect
-/// only at start: a reload that changes them is logged with a warning. A
+/// `listen`, `[blob_checks]`, `proxy_protocol`, `[limits]` and `[resolve]`
+/// take effect only at start: a reload that changes them is logged with a
+/// warning. A
 /// reload that adds the first verified or probed upstream also needs a
 /// restart, because the checks start with the server.
 #[derive(Clone)]
@@ -225,6 +226,7 @@ pub struct Reloader {
     listen: SocketAddr,
     check_settings: CheckSettings,
     listener_keys: (bool, Limits),
+    resolver_settings: ResolverSettings,
     tls: Option<Tls>,
     /// Held for the whole of a reload, so that reloads started at once (a
     /// SIGHUP during a file change) run one after the other, and the one
@@ -249,6 +251,7 @@ impl Reloader {
             listen: started.listen,
             check_settings: started.check_settings.clone(),
             listener_keys: (started.proxy_protocol, started.limits),
+            resolver_settings: started.resolver_settings.clone(),
             tls: None,
             running: Arc::default(),
             metrics: None,
@@ -319,6 +322,13 @@ impl Reloader {
                 config = %self.path.display(),
                 trigger,
                 "new proxy_protocol or [limits] settings take effect only after a restart"
+            );
+        }
+        if config.resolver_settings != self.resolver_settings {
+            tracing::warn!(
+                config = %self.path.display(),
+                trigger,
+                "new [resolve] settings take effect only after a restart"
             );
         }
         let sha256 = config.sha256.clone();

@@ -32,9 +32,10 @@ pub mod challenge;
 mod documents;
 mod token;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -84,6 +85,10 @@ impl Default for ResolverSettings {
 
 /// How long the outcome of an upstream's `GET /v2/` is kept.
 const CHALLENGE_TTL: Duration = Duration::from_secs(3600);
+
+/// The minimum time between two failure log lines for one upstream. The
+/// failures in between are counted in the next line.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A resolve-mode request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -311,6 +316,9 @@ struct Inner {
     /// The outcome of `GET /v2/` by upstream base URL.
     auth_modes: Cache<String, Arc<AuthMode>>,
     documents: DocumentCache,
+    /// Per upstream: when a failure was last logged, and the failures not
+    /// logged since.
+    failure_log: Mutex<HashMap<String, (Option<Instant>, u64)>>,
     probes_sent: AtomicU64,
     upstream_requests: AtomicU64,
     document_cache_hits: AtomicU64,
@@ -376,6 +384,7 @@ impl Resolver {
                 tokens: TokenCache::new(),
                 auth_modes,
                 documents: DocumentCache::new(settings.document_cache_bytes),
+                failure_log: Mutex::new(HashMap::new()),
                 settings,
                 probes_sent: AtomicU64::new(0),
                 upstream_requests: AtomicU64::new(0),
@@ -401,8 +410,9 @@ impl Resolver {
     }
 
     /// Fetches `request` from its upstream and builds the client's
-    /// response. Every failure becomes an OCI error response, logged at
-    /// WARN with the upstream and the error; nothing here panics.
+    /// response. Every failure becomes an OCI error response, and is
+    /// logged at WARN (at most once every 10 s per upstream). Nothing here
+    /// panics.
     pub async fn resolve(&self, request: &ResolveRequest) -> Resolution {
         let timeout = self.inner.settings.timeout;
         let result = match tokio::time::timeout(timeout, self.fetch(request)).await {
@@ -413,12 +423,7 @@ impl Resolver {
             }),
         };
         let mut resolution = result.unwrap_or_else(|error| {
-            tracing::warn!(
-                upstream = %request.upstream,
-                url = %request.url,
-                %error,
-                "resolving a request at the upstream failed"
-            );
+            self.log_failure(request, &error);
             error_resolution(&error, request.is_head)
         });
         resolution
@@ -426,6 +431,35 @@ impl Resolver {
             .headers_mut()
             .insert(API_VERSION_HEADER.clone(), API_VERSION.clone());
         resolution
+    }
+
+    /// Logs a failure at WARN, at most once per [`FAILURE_LOG_INTERVAL`]
+    /// for each upstream, with the number of failures not logged before it.
+    fn log_failure(&self, request: &ResolveRequest, error: &ResolveError) {
+        let now = Instant::now();
+        let mut log = self
+            .inner
+            .failure_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let entry = log.entry(request.upstream.clone()).or_insert((None, 0));
+        if entry
+            .0
+            .is_some_and(|logged| now.duration_since(logged) < FAILURE_LOG_INTERVAL)
+        {
+            entry.1 += 1;
+            return;
+        }
+        let not_logged = entry.1;
+        *entry = (Some(now), 0);
+        drop(log);
+        tracing::warn!(
+            upstream = %request.upstream,
+            url = %request.url,
+            %error,
+            failures_not_logged = not_logged,
+            "resolving a request at the upstream failed"
+        );
     }
 
     async fn fetch(&self, request: &ResolveRequest) -> Result<Resolution, ResolveError> {
