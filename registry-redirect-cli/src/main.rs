@@ -523,6 +523,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let signals = ShutdownSignals::install()?.before_drain(readiness.clone(), delay);
         let listener = serve::bind(listen).await?;
         let local = listener.local_addr().unwrap_or(listen);
+        // Built before the admin listener starts, so that /readyz turns
+        // ready soon after the admin address is printed.
+        let resolver = serve::start_resolver(&config)?;
         let admin = admin::start(
             admin_listen.unwrap_or(AdminListen::On(DEFAULT_ADMIN_LISTEN)),
             admin_listen.is_some(),
@@ -615,7 +618,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         }
         // Always present, so that a reload can add an upstream with
         // auth = "resolve" without a restart.
-        layer = layer.with_resolver(serve::start_resolver(&config)?);
+        layer = layer.with_resolver(resolver);
         let timeout = Duration::from_secs(args.shutdown_timeout);
         readiness.set_ready();
         serve::run(listener, serve::router(layer), signals, timeout, settings).await;
