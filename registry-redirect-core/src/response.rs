@@ -9,7 +9,7 @@
 //! - The API version check gets 200 with an empty JSON object, as the
 //!   reference registry does.
 //! - A resolve-mode request ([`Outcome::Resolve`]) needs a server that
-//!   fetches from the upstream; here it gets 503 with an `UNSUPPORTED`
+//!   fetches from the upstream. Here it gets 503 with an `UNSUPPORTED`
 //!   OCI error that names the missing resolver.
 //! - A rejection gets an OCI error body
 //!   (`{"errors":[{"code":"NAME_INVALID","message":"...","detail":null}]}`),

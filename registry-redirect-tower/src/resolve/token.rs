@@ -169,6 +169,7 @@ impl TokenCache {
         let request = build_request(Method::GET, &url, headers)?;
         self.fetched.fetch_add(1, Ordering::Relaxed);
         let response = client.send_request(request, timeout).await?;
+
         let status = response.status();
         if status != StatusCode::OK {
             return Err(ResolveError::TokenStatus {
@@ -182,6 +183,7 @@ impl TokenCache {
                 realm: challenge.realm.clone(),
                 reason,
             })?;
+
         let (authorization, lifetime) =
             parse_token_response(&body).map_err(|reason| ResolveError::InvalidToken {
                 realm: challenge.realm.clone(),
