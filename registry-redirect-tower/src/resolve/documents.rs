@@ -23,7 +23,9 @@ static DOCUMENT_HEADERS: [HeaderName; 5] = [
     CONTENT_TYPE,
     HeaderName::from_static("docker-content-digest"),
     HeaderName::from_static("docker-distribution-api-version"),
-    // Tag list pagination.
+    // Tag list pagination. NOTE: the link is passed on unchanged, so for an
+    // upstream with a path_prefix, or one that writes absolute links, the
+    // client's next page request names the wrong repository or host.
     LINK,
     // Referrers filtered by artifact type.
     HeaderName::from_static("oci-filters-applied"),
