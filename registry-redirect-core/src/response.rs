@@ -193,17 +193,36 @@ pub fn redirect_html(status: StatusCode, location: &str) -> String {
     body
 }
 
+/// Appends `text` with the five HTML special characters escaped. This runs
+/// for every redirect, so text without them, the usual case, is copied
+/// whole after a check that does not stop early (which the compiler
+/// vectorizes), and other text in runs between the special characters.
 fn push_html_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&#34;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
+    let is_special = |byte: u8| matches!(byte, b'&' | b'<' | b'>' | b'"' | b'\'');
+    let has_special = text
+        .bytes()
+        .fold(false, |found, byte| found | is_special(byte));
+    if !has_special {
+        out.push_str(text);
+        return;
     }
+
+    let mut copied = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&#34;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        // The special characters are ASCII, so `index` is a char boundary.
+        out.push_str(&text[copied..index]);
+        out.push_str(escaped);
+        copied = index + 1;
+    }
+    out.push_str(&text[copied..]);
 }
 
 fn rejection_response(rejection: &Rejection, is_head: bool) -> Response<String> {
@@ -366,6 +385,16 @@ mod tests {
             headers: &headers,
         };
         assert!(decide(&policy, &view).into_response().is_none());
+    }
+
+    #[test]
+    fn html_escapes_special_characters() {
+        let mut out = String::new();
+        push_html_escaped(&mut out, "a&b<c>d\"e'f\u{e9}&");
+        assert_eq!(out, "a&amp;b&lt;c&gt;d&#34;e&#39;f\u{e9}&amp;");
+        let mut out = String::new();
+        push_html_escaped(&mut out, "plain");
+        assert_eq!(out, "plain");
     }
 
     #[test]
