@@ -7,6 +7,7 @@
 //! - [`explain`]: one request decided offline, for `explain`.
 //! - [`serve`]: the HTTP server around the `registry-redirect-tower` layer.
 //! - [`admin`]: the admin listener of `serve`: health, readiness, metrics.
+//! - [`app`]: the service that the server runs on each connection.
 //! - [`fetch`]: `ranges fetch`, which downloads the published range files.
 //! - [`download`]: the HTTP client that `ranges fetch` downloads with.
 //! - [`health`]: `health`, which checks the admin listener of a running
@@ -25,6 +26,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod download;
 pub mod explain;

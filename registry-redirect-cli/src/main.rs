@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue, Method};
 use registry_redirect_cli::admin::{
     self, AdminBindError, AdminListen, Readiness, DEFAULT_ADMIN_LISTEN,
 };
+use registry_redirect_cli::app::app;
 use registry_redirect_cli::config::{self, Config, ConfigErrors, LoadError, BUILTIN_NAME};
 use registry_redirect_cli::download::{DownloadError, Downloader};
 use registry_redirect_cli::explain::{parse_header, render, OutputFormat, RequestSpec};
@@ -205,6 +206,12 @@ struct ServeArgs {
     /// Kubernetes ConfigMap and Secret updates.
     #[arg(long, requires = "config")]
     watch: bool,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on plain TCP
+    /// connections. Off by default, because the server then waits for the
+    /// first bytes of every connection to tell HTTP/2 from HTTP/1.1. TLS
+    /// connections pick HTTP/2 by ALPN either way.
+    #[arg(long)]
+    h2c: bool,
 }
 
 impl ServeArgs {
@@ -598,10 +605,12 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             tls,
             proxy_protocol,
             metrics: Some(metrics.clone()),
+            h2c: args.h2c,
         };
         tracing::info!(
             tls = settings.tls.is_some(),
             proxy_protocol = settings.proxy_protocol.is_some(),
+            h2c = settings.h2c,
             header_read_timeout_secs = limits.header_read_timeout.as_secs(),
             idle_timeout_secs = limits.idle_timeout.as_secs(),
             max_header_bytes = limits.max_header_bytes,
@@ -621,7 +630,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         layer = layer.with_resolver(resolver);
         let timeout = Duration::from_secs(args.shutdown_timeout);
         readiness.set_ready();
-        serve::run(listener, serve::router(layer), signals, timeout, settings).await;
+        serve::run(listener, app(layer), signals, timeout, settings).await;
         if let Some(admin) = admin {
             admin.stop().await;
         }

@@ -1,6 +1,11 @@
-//! `serve`: the HTTP server. The [`RegistryRedirectLayer`] handles every
-//! request under `/v2`. The server itself responds to `GET /` with a line
-//! that names the program, and to every other path with 404.
+//! `serve`: the HTTP server. It runs the [`App`] of the [`crate::app`]
+//! module on every connection. The layer handles every request under
+//! `/v2`, and the server itself responds to `GET /` with a line that names
+//! the program, and to every other path with 404.
+//!
+//! Plain TCP connections speak HTTP/1.1 only, unless
+//! [`ConnectionSettings::h2c`] also allows HTTP/2 with prior knowledge
+//! (h2c). TLS connections speak the version that ALPN picked.
 //!
 //! When the policy has an upstream with `verify_blobs` or a `health_check`,
 //! [`start_checks`] creates the tower crate's [`Checks`] and starts the
@@ -18,54 +23,28 @@
 //! signal arrives (no byte yet, or still in its PROXY header or TLS
 //! handshake) is closed without a response. The client sees a closed
 //! connection and may retry.
-//!
-//! ```
-//! use axum::body::Body;
-//! use http::{Request, StatusCode};
-//! use registry_redirect_cli::config::Config;
-//! use registry_redirect_cli::serve::router;
-//! use registry_redirect_tower::RegistryRedirectLayer;
-//! use tower::ServiceExt;
-//!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let config = Config::builtin().unwrap();
-//! let app = router(RegistryRedirectLayer::new(config.policy).access_log(false));
-//! let response = app
-//!     .oneshot(Request::get("/v2/pause/manifests/3.10").body(Body::empty()).unwrap())
-//!     .await
-//!     .unwrap();
-//! assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
-//! assert_eq!(response.headers()["location"], "https://registry.k8s.io/v2/pause/manifests/3.10");
-//! # });
-//! ```
 
+use std::fmt::Display;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
-use hyper::body::Incoming;
-use hyper::service::{service_fn, Service as _};
-use hyper::Request;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use registry_redirect_core::Policy;
 use registry_redirect_tower::client::ClientError;
 use registry_redirect_tower::health::{probe_targets, HealthError};
 use registry_redirect_tower::resolve::{Resolver, ResolverSettings};
-use registry_redirect_tower::{
-    CheckSettings, Checks, Metrics, PolicyHandle, RegistryRedirectLayer,
-};
+use registry_redirect_tower::{CheckSettings, Checks, Metrics, PolicyHandle};
 
 use crate::activity::{Activity, Expiry};
 use crate::admin::Readiness;
+use crate::app::{App, ConnectionService};
+pub use crate::app::{NOT_FOUND_TEXT, ROOT_TEXT};
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::proxy_protocol::ProxyProtocol;
@@ -74,23 +53,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-
-/// The text of `GET /`.
-pub const ROOT_TEXT: &str = "registry-redirect: an OCI registry redirector. \
-    Requests under /v2/ are redirected to the registry that the policy picks.\n";
-
-/// The text of every response for a path outside `/v2` other than `/`.
-pub const NOT_FOUND_TEXT: &str =
-    "not found: this server answers GET / and the OCI distribution API under /v2/\n";
-
-/// Builds the application: `layer` handles `/v2` and below, and the server's
-/// own routes handle the rest.
-pub fn router(layer: RegistryRedirectLayer) -> Router {
-    Router::new()
-        .route("/", get(|| async { ROOT_TEXT }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, NOT_FOUND_TEXT) })
-        .layer(layer)
-}
 
 /// An error that kept the server from starting or stopped it.
 #[derive(Debug, thiserror::Error)]
@@ -497,25 +459,29 @@ pub struct ConnectionSettings {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// The metrics that count accepted and open connections, if any.
     pub metrics: Option<Metrics>,
+    /// Whether a plain TCP connection may speak HTTP/2 with prior knowledge
+    /// (h2c) instead of HTTP/1.1. The server then waits for the first
+    /// bytes of each connection to tell the versions apart. Off by default.
+    pub h2c: bool,
 }
 
 /// Serves `app` on `listener` until a signal arrives, then waits up to
 /// `shutdown_timeout` for the requests in flight. A failed `accept` is
 /// logged and retried, so nothing stops the server but a signal.
 ///
-/// Each connection is served by hyper-util's automatic HTTP/1.1 or HTTP/2
-/// (prior knowledge, or ALPN over TLS) connection on its own task, with
-/// `TCP_NODELAY` set, so that a redirect goes out at once rather than
-/// waiting for the client's delayed ACK. The request carries the client
-/// address (the peer's, or the one of its PROXY protocol header) as axum's
-/// `ConnectInfo<SocketAddr>`, which the layer reads.
+/// Each connection is served on its own task by hyper's HTTP/1.1 or HTTP/2
+/// connection (HTTP/2 by ALPN over TLS, or with prior knowledge when
+/// [`ConnectionSettings::h2c`] is on). `TCP_NODELAY` is set, so that a
+/// redirect goes out at once rather than waiting for the client's delayed
+/// ACK. The layer gets the client address: the peer's, or the one of its
+/// PROXY protocol header.
 ///
 /// With `max_connections` open, the loop stops accepting until one closes,
 /// so that further clients wait in the kernel's listen backlog rather than
 /// being accepted and dropped.
 pub async fn run(
     listener: TcpListener,
-    app: Router,
+    app: App,
     signals: ShutdownSignals,
     shutdown_timeout: Duration,
     settings: ConnectionSettings,
@@ -525,9 +491,6 @@ pub async fn run(
     // task has ended.
     let (stop_sender, stop_receiver) = watch::channel(false);
     let mut shutdown = pin!(signals.received());
-    // Without this, the router turns its handlers into routes again, with
-    // the layer applied, on every request.
-    let app = app.with_state(());
     // Limits::validate rejects larger limits; clamping keeps `run` from
     // panicking on limits that were not validated.
     let permits = settings.limits.max_connections.min(Semaphore::MAX_PERMITS);
@@ -671,7 +634,7 @@ async fn wait_for_request_start(
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: App,
     settings: ConnectionSettings,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
@@ -707,9 +670,12 @@ async fn serve_connection(
     }
 
     let Some(tls) = &settings.tls else {
+        if !settings.h2c {
+            serve_http(stream, false, client, app, &settings.limits, started, stop).await;
+            return;
+        }
         // Tell HTTP/1 from HTTP/2 by the first bytes here, where the
-        // deadline and the stop signal can end the wait. hyper-util's auto
-        // builder would read them with no timeout.
+        // deadline and the stop signal can end the wait.
         let http2 = tokio::select! {
             http2 = wait_for_request_start(&stream, deadline) => http2,
             _ = stop.wait_for(|stop| *stop) => None,
@@ -738,10 +704,10 @@ async fn serve_http<IO>(
     io: IO,
     http2: bool,
     client: SocketAddr,
-    app: Router,
+    app: App,
     limits: &Limits,
     started: tokio::time::Instant,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -753,43 +719,45 @@ async fn serve_http<IO>(
         limits.idle_timeout,
         !http2,
     );
-    let app = TowerToHyperService::new(app);
-    let requests = activity.clone();
-    let service = service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(client));
-        let in_flight = requests.request_started();
-        let response = app.call(request);
-        async move {
-            let response = response.await;
-            drop(in_flight);
-            response
-        }
-    });
+    let service = ConnectionService::new(app, client.ip(), activity.clone());
+    let io = TokioIo::new(activity.track(io));
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if http2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_header_list_size(limits.http2_max_header_list_size());
+        let connection = builder.serve_connection(io, service);
+        drive_connection(connection, |c| c.graceful_shutdown(), &activity, stop).await;
+        return;
+    }
+    let mut builder = http1::Builder::new();
     // A response is a few hundred bytes: copying the body after the head
     // and writing once costs less than a writev of two buffers. hyper's
     // own header read timer would also end idle connections, so
-    // `Activity` enforces both timeouts instead.
+    // `Activity` enforces both timeouts instead, and hyper needs no timer.
     builder
-        .http1()
         .writev(false)
-        .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(limits.http2_max_header_list_size());
-    let builder = if http2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
-    };
-    let io = TokioIo::new(activity.track(io));
-    let mut connection = pin!(builder.serve_connection(io, service));
+    let connection = builder.serve_connection(io, service);
+    drive_connection(connection, |c| c.graceful_shutdown(), &activity, stop).await;
+}
 
+/// Drives `connection` until it ends, its header read or idle timeout in
+/// `activity` passes, or `stop` turns true. On an idle timeout or a stop,
+/// `graceful_shutdown` lets the requests in flight finish first.
+async fn drive_connection<C, E>(
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    activity: &Activity,
+    mut stop: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let mut connection = pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
@@ -808,7 +776,7 @@ async fn serve_http<IO>(
         },
         _ = stop.wait_for(|stop| *stop) => {}
     }
-    connection.as_mut().graceful_shutdown();
+    graceful_shutdown(connection.as_mut());
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection ended with an error during shutdown");
     }
@@ -816,45 +784,11 @@ async fn serve_http<IO>(
 
 #[cfg(test)]
 mod tests {
-    use axum::body::{to_bytes, Body};
-    use http::{Method, Request};
-    use tower::ServiceExt;
+    use registry_redirect_tower::RegistryRedirectLayer;
 
     use super::*;
+    use crate::app::app;
     use crate::config::Config;
-
-    async fn send(method: Method, path: &str) -> (StatusCode, String) {
-        let config = Config::builtin().unwrap();
-        let app = router(RegistryRedirectLayer::new(config.policy).access_log(false));
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .body(Body::empty())
-            .unwrap();
-        let response = app.oneshot(request).await.unwrap();
-        let status = response.status();
-        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    #[tokio::test]
-    async fn root_says_what_this_is() {
-        assert_eq!(
-            send(Method::GET, "/").await,
-            (StatusCode::OK, ROOT_TEXT.to_owned())
-        );
-    }
-
-    #[tokio::test]
-    async fn other_paths_are_not_found() {
-        for path in ["/healthz", "/v3/", "/v2x"] {
-            assert_eq!(
-                send(Method::GET, path).await,
-                (StatusCode::NOT_FOUND, NOT_FOUND_TEXT.to_owned()),
-                "{path}"
-            );
-        }
-    }
 
     #[tokio::test]
     async fn checks_start_only_when_needed() {
@@ -888,7 +822,7 @@ mod tests {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Config::builtin().unwrap();
-        let app = router(RegistryRedirectLayer::new(config.policy).access_log(false));
+        let app = app(RegistryRedirectLayer::new(config.policy).access_log(false));
         let signals = ShutdownSignals::install().unwrap();
         tokio::spawn(run(
             listener,
@@ -980,42 +914,49 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn silent_and_preface_clients_are_closed() {
         let timeout = Duration::from_millis(300);
-        let addr = start_server(ConnectionSettings {
-            limits: Limits {
-                header_read_timeout: timeout,
-                ..Limits::default()
-            },
-            ..ConnectionSettings::default()
-        })
-        .await;
-        // Nothing at all, then a partial HTTP/2 preface: neither tells the
-        // HTTP version, and both must be closed once the timeout passes.
-        for request in [&b""[..], &b"PRI * HTTP/2"[..]] {
-            let (response, elapsed) =
-                tokio::task::spawn_blocking(move || closed_without_response(addr, request))
-                    .await
-                    .unwrap();
-            assert!(response.is_empty(), "{response:?}");
-            assert!(elapsed >= timeout, "closed after {elapsed:?}");
-            assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+        for h2c in [false, true] {
+            let addr = start_server(ConnectionSettings {
+                limits: Limits {
+                    header_read_timeout: timeout,
+                    ..Limits::default()
+                },
+                h2c,
+                ..ConnectionSettings::default()
+            })
+            .await;
+            // Nothing at all, then a partial HTTP/2 preface: neither is a
+            // request. Both are closed once the timeout passes, except that
+            // over HTTP/1.1 only, hyper rejects the preface's version
+            // `HTTP/2` at once with 400.
+            for request in [&b""[..], &b"PRI * HTTP/2"[..]] {
+                let (response, elapsed) =
+                    tokio::task::spawn_blocking(move || closed_without_response(addr, request))
+                        .await
+                        .unwrap();
+                let response = String::from_utf8_lossy(&response);
+                let label = format!("h2c {h2c}, request {:?}", String::from_utf8_lossy(request));
+                if !h2c && !request.is_empty() {
+                    assert!(response.starts_with("HTTP/1.1 400 "), "{label}: {response}");
+                } else {
+                    assert!(response.is_empty(), "{label}: {response}");
+                    assert!(elapsed >= timeout, "{label}: closed after {elapsed:?}");
+                }
+                assert!(
+                    elapsed < Duration::from_secs(5),
+                    "{label}: closed after {elapsed:?}"
+                );
+            }
+
+            // A request that starts at once is still served.
+            let (response, _) = tokio::task::spawn_blocking(move || {
+                exchange(
+                    addr,
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+            })
+            .await
+            .unwrap();
+            assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         }
-
-        // A request that starts at once is still served.
-        let (response, _) = tokio::task::spawn_blocking(move || {
-            exchange(
-                addr,
-                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )
-        })
-        .await
-        .unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    }
-
-    #[tokio::test]
-    async fn v2_is_answered_by_layer() {
-        let (status, body) = send(Method::GET, "/v2/").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, "{}");
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 mod certificates;
 
 use certificates::TestCertificates;
+use registry_redirect_cli::app::app;
 use registry_redirect_cli::config::Config;
 use registry_redirect_cli::limits::Limits;
 use registry_redirect_cli::proxy_protocol::ProxyProtocol;
@@ -63,6 +64,16 @@ const REQUEST: &[u8] =
 
 /// Starts [`serve::run`] on a free port of 127.0.0.1 with [`POLICY`].
 async fn start(limits: Limits, proxy_protocol: bool, tls: Option<Tls>) -> SocketAddr {
+    start_with_h2c(limits, proxy_protocol, tls, false).await
+}
+
+/// Starts the server as [`start`] does, with h2c on plain connections when `h2c`.
+async fn start_with_h2c(
+    limits: Limits,
+    proxy_protocol: bool,
+    tls: Option<Tls>,
+    h2c: bool,
+) -> SocketAddr {
     let listener = serve::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
@@ -75,11 +86,12 @@ async fn start(limits: Limits, proxy_protocol: bool, tls: Option<Tls>) -> Socket
         tls,
         proxy_protocol: proxy_protocol.then(|| ProxyProtocol::new(handle)),
         metrics: None,
+        h2c,
     };
     let signals = ShutdownSignals::install().unwrap();
     tokio::spawn(serve::run(
         listener,
-        serve::router(layer),
+        app(layer),
         signals,
         Duration::from_secs(1),
         settings,
@@ -299,7 +311,8 @@ async fn oversized_headers_get_431() {
         max_header_bytes: 8192,
         ..Limits::default()
     };
-    let server = start(limits, false, None).await;
+    // With h2c, so that the same server also serves HTTP/2 below.
+    let server = start_with_h2c(limits, false, None, true).await;
     let padding = "a".repeat(10_000);
     let request = format!("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n");
     let mut stream = connect_from(UNTRUSTED, server).await;
@@ -440,6 +453,44 @@ async fn https_serves_http1_and_http2() {
             location, "http://127.0.0.1:9/default/v2/pause/manifests/3.10",
             "{flag}"
         );
+    }
+}
+
+/// Runs curl with `flags` against the plain server at `server`, and returns
+/// its status and HTTP version, or its error.
+fn curl_plain(server: SocketAddr, flags: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(flags)
+        .arg(format!("http://{server}/v2/pause/manifests/3.10"))
+        .output()
+        .expect("curl runs");
+    if output.status.success() {
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    } else {
+        format!("curl failed: {}", String::from_utf8_lossy(&output.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http2_only_with_h2c() {
+    for h2c in [false, true] {
+        let server = start_with_h2c(Limits::default(), false, None, h2c).await;
+        let http1 = tokio::task::spawn_blocking(move || curl_plain(server, &["--http1.1"]))
+            .await
+            .unwrap();
+        assert_eq!(http1, "307 1.1", "h2c {h2c}");
+
+        let http2 =
+            tokio::task::spawn_blocking(move || curl_plain(server, &["--http2-prior-knowledge"]))
+                .await
+                .unwrap();
+        if h2c {
+            assert_eq!(http2, "307 2", "h2c {h2c}");
+        } else {
+            assert!(http2.starts_with("curl failed"), "h2c {h2c}: {http2}");
+        }
     }
 }
 

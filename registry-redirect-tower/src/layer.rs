@@ -198,24 +198,23 @@ impl<S> RegistryRedirect<S> {
     pub fn new(inner: S, handle: PolicyHandle) -> Self {
         RegistryRedirectLayer::with_handle(handle).layer(inner)
     }
-}
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RegistryRedirect<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    /// Handles `request` as [`Service::call`] does, from the client at
+    /// `peer` instead of the peer address in the request's extensions. A
+    /// server that has the peer of each connection calls this and saves
+    /// inserting an extension, which allocates, into every request. As with
+    /// `call`, the inner service must be ready (`poll_ready`).
+    pub fn call_with_peer<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        peer: Option<IpAddr>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
         let started = Instant::now();
         let policy = self.policy.load();
-        let view = RequestView::from_request(&request, peer_address(&request));
+        let view = RequestView::from_request(&request, peer);
         let decision = decide(&policy, &view);
         if matches!(decision.outcome, Outcome::NotRegistry) {
             if let Some(metrics) = &self.metrics {
@@ -231,6 +230,7 @@ where
                 checks,
                 Guard::into_inner(policy),
                 parts,
+                peer,
                 self.settings,
                 self.metrics
                     .clone()
@@ -274,6 +274,24 @@ where
     }
 }
 
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RegistryRedirect<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let peer = peer_address(&request);
+        self.call_with_peer(request, peer)
+    }
+}
+
 /// Decides again on the request's parts under the same policy, checks the
 /// candidates, and redirects to the one chosen. The future must own the
 /// policy, and the first decision borrowed it, so the decision is made
@@ -282,12 +300,13 @@ async fn respond_after_checks(
     checks: Checks,
     policy: Arc<Policy>,
     parts: request::Parts,
+    peer: Option<IpAddr>,
     settings: Settings,
     metrics: Option<(Metrics, PolicyHandle)>,
     started: Instant,
 ) -> Response<bytes::Bytes> {
     let request = Request::from_parts(parts, ());
-    let view = RequestView::from_request(&request, peer_address(&request));
+    let view = RequestView::from_request(&request, peer);
     let decision = decide(&policy, &view);
     let selection = checks.select(decision.candidates()).await;
 
