@@ -333,3 +333,31 @@ async fn without_resolver_responds_503() {
     assert!(text.contains(r#""code":"UNSUPPORTED""#), "{text}");
     assert_eq!(registry.token_requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_upstream_status() {
+    let registry = FakeRegistry::start().await;
+    let metrics = registry_redirect_tower::Metrics::new();
+    let mut client = Client::new(policy(&registry.url(), |_| {}), Some(resolver()));
+    client.layer = client.layer.with_metrics(metrics.clone());
+
+    assert_eq!(
+        client.get("/v2/nginx/manifests/latest").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        client.get("/v2/nginx/manifests/missing").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let text = metrics.render();
+    for (code, expected) in [(200, 1), (404, 1)] {
+        let series = format!(
+            "registry_redirect_requests_total{{decision=\"resolve\",rule=\"\",upstream=\"hub\",code=\"{code}\"}} {expected}"
+        );
+        assert!(
+            text.lines().any(|line| line == series),
+            "{series} in {text}"
+        );
+    }
+}
