@@ -1,13 +1,17 @@
-//! End-to-end test: a real token-auth registry that redirects blobs to
-//! separate storage, reached through `registry-redirect serve`.
+//! End-to-end test: resolve mode (`auth = "resolve"`) against a real
+//! token-auth registry that redirects blobs to separate storage, and
+//! containerd through a plain redirect to the same registry.
 //!
 //! The work happens in `tests/e2e/resolve.sh`. It starts a token issuer
 //! (`tests/e2e/token_issuer.py`), Debian's `docker-registry` with token
-//! auth, and nginx as the registry's front and as blob storage. It checks
-//! that skopeo copies the image straight from the front, that skopeo fails
-//! through a plain redirect, and that containerd (`ctr content fetch`)
-//! succeeds through it, because containerd authenticates again at the
-//! redirected host. Its header lists every check.
+//! auth, and nginx as the registry's front and as blob storage. skopeo then
+//! fails through a plain redirect, and copies a public and a private image
+//! through resolve mode, from a network namespace. The logs of storage, the
+//! front, the registry, the issuer and the redirector show that blob bytes
+//! went from storage to the client and never through the redirector.
+//! Finally `ctr content fetch` (containerd) fetches the image through plain
+//! redirects, because containerd authenticates again at the redirected
+//! host. Its header lists every check.
 //!
 //! `e2e/runner.rs` checks the machine first: see there for what it needs,
 //! beyond the tools below.
@@ -25,6 +29,6 @@ const RESOLVE_TOOLS: &[(&str, &str)] = &[
 ];
 
 #[test]
-fn token_auth_registry_through_redirect() {
+fn resolve_mode_keeps_blobs_off_server() {
     runner::run_script("resolve", "resolve.sh", RESOLVE_TOOLS);
 }

@@ -435,17 +435,18 @@ stored_digest() {
 
 # --- redirector ------------------------------------------------------------
 
-# start_redirector NAME CONFIG ADDRESS: starts `registry-redirect serve`
-# with CONFIG on ADDRESS, waits until it serves, and sets started_pid. Its
+# start_redirector NAME CONFIG ADDRESS [STATUS]: starts `registry-redirect
+# serve` with CONFIG on ADDRESS, waits until GET /v2/ returns STATUS
+# (default 200; 307 where /v2/ is redirected), and sets started_pid. Its
 # log (stderr) goes to logs/NAME.log. --log-client-addresses adds client=IP
 # to each access-log line, which the log checks match on.
 start_redirector() {
-    local name=$1 config=$2 address=$3
+    local name=$1 config=$2 address=$3 v2_status=${4:-200}
     "$redirector_bin" serve --config "$config" --listen "$address" \
         --log-client-addresses >"$workdir/logs/$name.stdout" 2>"$workdir/logs/$name.log" &
     started_pid=$!
     pids+=("$started_pid")
-    wait_for_http "$name" "$started_pid" "http://$address/v2/"
+    wait_for_http "$name" "$started_pid" "http://$address/v2/" "$v2_status"
 }
 
 # wait_for_quiet_log FILE: waits (at most 3 s) until FILE stops growing, so
