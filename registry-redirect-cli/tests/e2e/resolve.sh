@@ -27,8 +27,10 @@
 #     why resolve mode exists.
 #  3. Through resolve mode skopeo copies the public image anonymously, and
 #     the private one with the credentials from a password_file, and gets
-#     the pushed manifest digests. A private repository routed to the
-#     anonymous upstream is refused with the upstream's 401.
+#     the pushed manifest digests. HEAD on the manifest returns its digest
+#     and media type, the tag list is served, and a blob GET gets a 307 to
+#     the storage URL. A private repository routed to the anonymous
+#     upstream gets the upstream's 401 and error code.
 #  4. Blob bytes bypass the redirector. Storage logs a GET of every blob
 #     with its full size from the client's address, and no request from a
 #     service address. Neither the front nor the registry sends a blob body
@@ -461,14 +463,19 @@ check_eq "front: blob GET without a token gets 401" 401 \
 check_eq "front: blob GET with a token for another repository gets 401" 401 \
     "$(http_status "$NS_B" "http://$FRONT$LARGE_BLOB_PATH" -H "Authorization: Bearer $(anonymous_token e2e/other)")"
 
+# storage_url DIGEST: where the front sends a client for the blob DIGEST.
+storage_url() {
+    echo "http://$STORAGE/$STORAGE_SECRET/${1:7:2}/${1#sha256:}/data"
+}
+
 token=$(anonymous_token "$REPOSITORY")
 location=$(ip netns exec "$NS_B" curl -s -o /dev/null --max-time "$CURL_TIMEOUT_SECS" \
     -H "Authorization: Bearer $token" -w '%{http_code} %{redirect_url}' \
     "http://$FRONT$LARGE_BLOB_PATH" || true)
 check_eq "front: blob GET with a pull token gets 307 to storage" \
-    "307 http://$STORAGE/$STORAGE_SECRET/${LARGE_LAYER:7:2}/${LARGE_LAYER#sha256:}/data" "$location"
+    "307 $(storage_url "$LARGE_LAYER")" "$location"
 storage_digest=$(ip netns exec "$NS_B" curl -s --max-time "$CURL_TIMEOUT_SECS" \
-    "http://$STORAGE/$STORAGE_SECRET/${LARGE_LAYER:7:2}/${LARGE_LAYER#sha256:}/data" | sha256sum | cut -d' ' -f1)
+    "$(storage_url "$LARGE_LAYER")" | sha256sum | cut -d' ' -f1)
 check_eq "storage serves the blob without a token" "$LARGE_LAYER" "sha256:$storage_digest"
 
 # --- 2. plain redirect -----------------------------------------------------
@@ -563,6 +570,38 @@ locked_status=$(ip netns exec "$NS_A" curl -s -o "$LOCKED_BODY" --max-time "$CUR
 check_eq "resolve mode passes the upstream's 401 for $LOCKED_REPOSITORY" 401 "$locked_status"
 check_eq "resolve mode passes the upstream's error code for $LOCKED_REPOSITORY" UNAUTHORIZED \
     "$(jq -r '.errors[0].code' "$LOCKED_BODY" 2>/dev/null || echo "no JSON body: $(head -c 200 "$LOCKED_BODY")")"
+
+# header_value NAME FILE: the value of the first header NAME in a curl -D
+# dump, or "absent".
+header_value() {
+    local value
+    value=$(grep -i "^$1:" "$2" 2>/dev/null | head -n 1 | cut -d' ' -f2- | tr -d '\r' || true)
+    echo "${value:-absent}"
+}
+
+# The raw responses, as a client in namespace A sees them.
+readonly HEADERS=$workdir/resolve-headers
+readonly MANIFEST_URL=http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/manifests/$TAG
+readonly OCI_MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
+head_status=$(ip netns exec "$NS_A" curl -s --head -o /dev/null -D "$HEADERS" \
+    --max-time "$CURL_TIMEOUT_SECS" -w '%{http_code}' -H "Accept: $OCI_MANIFEST_TYPE" \
+    "$MANIFEST_URL" || true)
+check_eq "resolve mode: HEAD manifest status" 200 "$head_status"
+check_eq "resolve mode: HEAD manifest Docker-Content-Digest" "$IMAGE_DIGEST" \
+    "$(header_value Docker-Content-Digest "$HEADERS")"
+check_eq "resolve mode: HEAD manifest Content-Type" "$OCI_MANIFEST_TYPE" \
+    "$(header_value Content-Type "$HEADERS")"
+
+tags=$(ip netns exec "$NS_A" curl -s --max-time "$CURL_TIMEOUT_SECS" \
+    "http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/tags/list" | jq -c '.tags' 2>/dev/null || true)
+check_eq "resolve mode: tag list" "[\"$TAG\"]" "$tags"
+
+blob_response=$(ip netns exec "$NS_A" curl -s -o /dev/null -D "$HEADERS" \
+    --max-time "$CURL_TIMEOUT_SECS" -w '%{http_code}' \
+    "http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/blobs/$LARGE_LAYER" || true)
+check_eq "resolve mode: blob GET status" 307 "$blob_response"
+check_eq "resolve mode: blob GET Location is the storage URL" "$(storage_url "$LARGE_LAYER")" \
+    "$(header_value Location "$HEADERS")"
 
 wait_for_quiet_log "$RESOLVE_LOG"
 front_lines=$(lines_after "$FRONT_LOG" "$front_mark")
