@@ -42,6 +42,10 @@
 #     redirect, because it authenticates again at the host it was
 #     redirected to. It does so with api_version_check = "answer" too,
 #     because its resolver never sends GET /v2/.
+#  6. Against the registry itself, which sends blob bodies with 200,
+#     resolve mode returns 502 UNSUPPORTED for a blob, unless the upstream
+#     has blob_proxy = true. Then the blob is streamed through, and the
+#     access log marks it streamed, with its full size.
 #
 # Usage: resolve.sh PATH_TO_REGISTRY_REDIRECT
 #        (or set REGISTRY_REDIRECT_BIN instead of passing the path)
@@ -76,6 +80,7 @@ readonly FRONT_PORT=15203
 readonly STORAGE_PORT=15204
 readonly ISSUER_PORT=15205
 readonly PLAIN_ANSWER_PORT=15206
+readonly RESOLVE_DIRECT_PORT=15207
 
 readonly SERVICE_NAME=registry-redirect-e2e
 readonly ISSUER_NAME=registry-redirect-e2e-issuer
@@ -124,6 +129,7 @@ readonly CLIENT_C_IP=$NET_C.2
 readonly RESOLVE_REDIRECTOR=$SERVICE_IP:$RESOLVE_PORT
 readonly PLAIN_REDIRECTOR=$SERVICE_IP:$PLAIN_PORT
 readonly PLAIN_ANSWER_REDIRECTOR=$SERVICE_IP:$PLAIN_ANSWER_PORT
+readonly RESOLVE_DIRECT_REDIRECTOR=$SERVICE_IP:$RESOLVE_DIRECT_PORT
 readonly REGISTRY=$SERVICE_IP:$REGISTRY_PORT
 readonly FRONT=$FRONT_IP:$FRONT_PORT
 readonly STORAGE=$STORAGE_IP:$STORAGE_PORT
@@ -579,7 +585,7 @@ header_value() {
     echo "${value:-absent}"
 }
 
-# The raw responses, as a client in namespace A sees them.
+# The raw responses that a client in namespace A receives.
 readonly HEADERS=$workdir/resolve-headers
 readonly MANIFEST_URL=http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/manifests/$TAG
 readonly OCI_MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
@@ -654,6 +660,18 @@ else
         fail "redirector sends only document-sized bodies" \
             "an access-log line has bytes=$largest, more than $MAX_DOCUMENT_BYTES"
     fi
+fi
+
+# The resolved requests name their rule and upstream as redirects do, so
+# the same log queries find both.
+private_lines=$(grep -F 'registry_redirect::access:' "$RESOLVE_LOG" |
+    grep -E "path=\"/v2/$PRIVATE_REPOSITORY/(manifests|blobs)/" | grep -F 'outcome="resolve"' || true)
+if [[ -z "$private_lines" ]]; then
+    fail "redirector logs rule and upstream of resolved requests" \
+        "no access-log line with outcome=\"resolve\" for /v2/$PRIVATE_REPOSITORY/"
+else
+    check_eq "redirector logs rule and upstream of resolved requests" "" \
+        "$(grep -vF 'rule="private" upstream="front-credentials"' <<<"$private_lines" | head -n 1)"
 fi
 
 issuer_from_client=$(jq -c --arg ip "$CLIENT_A_IP" 'select(.client == $ip)' <<<"$issuer_lines" | wc -l)
@@ -815,6 +833,56 @@ start_redirector redirector-plain-answer "$ANSWER_CONFIG" "$PLAIN_ANSWER_REDIREC
 
 check_containerd_fetch redirector-plain "$PLAIN_REDIRECTOR" "$PLAIN_LOG"
 check_containerd_fetch redirector-plain-answer "$PLAIN_ANSWER_REDIRECTOR" "$ANSWER_LOG"
+
+# --- 6. an upstream that serves blobs itself ---------------------------------
+
+# The registry itself, without the front, sends blob bodies with 200. In
+# resolve mode that is an error unless the upstream has blob_proxy, which
+# streams the body through the redirector. Client B gets the upstream
+# without it, client C the one with it.
+readonly DIRECT_CONFIG=$workdir/resolve-direct.toml
+readonly DIRECT_LOG=$workdir/logs/redirector-resolve-direct.log
+cat >"$DIRECT_CONFIG" <<EOF2
+default_upstream = "registry"
+
+[upstreams.registry]
+url = "http://$REGISTRY"
+auth = "resolve"
+
+[upstreams.registry-proxy]
+url = "http://$REGISTRY"
+auth = "resolve"
+blob_proxy = true
+
+[[rules]]
+name = "client-c"
+clients = ["$NET_C.0/24"]
+upstream = "registry-proxy"
+EOF2
+
+say "6. resolve mode with an upstream that serves blobs itself"
+start_redirector redirector-resolve-direct "$DIRECT_CONFIG" "$RESOLVE_DIRECT_REDIRECTOR"
+
+readonly DIRECT_BLOB_URL=http://$RESOLVE_DIRECT_REDIRECTOR/v2/$REPOSITORY/blobs/$LARGE_LAYER
+readonly DIRECT_BODY=$workdir/direct-blob
+refused_status=$(ip netns exec "$NS_B" curl -s -o "$DIRECT_BODY" --max-time "$CURL_TIMEOUT_SECS" \
+    -w '%{http_code}' "$DIRECT_BLOB_URL" || true)
+check_eq "without blob_proxy, a blob served with 200 gets 502" 502 "$refused_status"
+check_eq "without blob_proxy, the error code is UNSUPPORTED" UNSUPPORTED \
+    "$(jq -r '.errors[0].code' "$DIRECT_BODY" 2>/dev/null || echo "no JSON body: $(head -c 200 "$DIRECT_BODY")")"
+
+proxied_status=$(ip netns exec "$NS_C" curl -s -o "$DIRECT_BODY" --max-time "$CURL_TIMEOUT_SECS" \
+    -w '%{http_code}' "$DIRECT_BLOB_URL" || true)
+check_eq "with blob_proxy, the blob is streamed with 200" 200 "$proxied_status"
+check_eq "with blob_proxy, the streamed blob has its digest" "$LARGE_LAYER" "sha256:$(sha256_of "$DIRECT_BODY")"
+
+wait_for_quiet_log "$DIRECT_LOG"
+streamed_line=$(grep -F 'registry_redirect::access:' "$DIRECT_LOG" | grep -F " client=$CLIENT_C_IP " |
+    grep -F "/blobs/$LARGE_LAYER" | head -n 1 || true)
+check_eq "with blob_proxy, the access log marks the blob streamed" " streamed=true" \
+    "$(grep -oE ' streamed=[a-z]+' <<<"$streamed_line" || echo "no streamed field: $streamed_line")"
+check_eq "with blob_proxy, the access log counts the streamed bytes" " bytes=$LARGE_LAYER_SIZE" \
+    "$(grep -oE ' bytes=[0-9]+' <<<"$streamed_line" || echo "no bytes field: $streamed_line")"
 
 # --- summary -----------------------------------------------------------------
 
