@@ -19,8 +19,8 @@
 #
 # Checks:
 #  1. The harness: skopeo copies the image straight from the front, a blob
-#     request without a token gets 401, and anonymous clients cannot read
-#     the private repository.
+#     request without a token gets 401, a missing blob gets 404, and
+#     anonymous clients cannot read the private repository.
 #  2. Through a plain redirect (auth = "none", api_version_check =
 #     "redirect") skopeo fails with 401: the client gets a token from the
 #     challenge, but drops it on the redirect to the front's host. This is
@@ -29,8 +29,9 @@
 #     the private one with the credentials from a password_file, and gets
 #     the pushed manifest digests. HEAD on the manifest returns its digest
 #     and media type, the tag list is served, and a blob GET gets a 307 to
-#     the storage URL. A private repository routed to the anonymous
-#     upstream gets the upstream's 401 and error code.
+#     the storage URL. A missing blob gets the upstream's 404, and a
+#     private repository routed to the anonymous upstream the upstream's
+#     401, each with its error code.
 #  4. Blob bytes bypass the redirector. Storage logs a GET of every blob
 #     with its full size from the client's address, and no request from a
 #     service address. Neither the front nor the registry sends a blob body
@@ -312,8 +313,21 @@ http {
                 deny all;
             }
             auth_request /_token_check;
+            # auth_request turns any other status of the check into 500.
+            auth_request_set \$token_check_status \$upstream_status;
+            error_page 500 = @token_check_failed;
             proxy_pass http://unix:$NGINX_DIR/signer.sock:/\$hex_start/\$hex_start\$hex_rest;
             proxy_redirect off;
+        }
+
+        # A blob the registry does not have gets its 404 and error code, as
+        # from a registry. Other failures of the check are a 502.
+        location @token_check_failed {
+            default_type application/json;
+            if (\$token_check_status = 404) {
+                return 404 '{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}';
+            }
+            return 502 '{"errors":[{"code":"UNAVAILABLE","message":"token check failed"}]}';
         }
 
         # Asks the registry whether the client's token may read this blob:
@@ -474,6 +488,12 @@ storage_url() {
     echo "http://$STORAGE/$STORAGE_SECRET/${1:7:2}/${1#sha256:}/data"
 }
 
+MISSING_BLOB=sha256:$(printf '%064d' 0)
+readonly MISSING_BLOB
+check_eq "front: GET of a missing blob with a pull token gets 404" 404 \
+    "$(http_status "$NS_B" "http://$FRONT/v2/$REPOSITORY/blobs/$MISSING_BLOB" \
+        -H "Authorization: Bearer $(anonymous_token "$REPOSITORY")")"
+
 token=$(anonymous_token "$REPOSITORY")
 location=$(ip netns exec "$NS_B" curl -s -o /dev/null --max-time "$CURL_TIMEOUT_SECS" \
     -H "Authorization: Bearer $token" -w '%{http_code} %{redirect_url}' \
@@ -608,6 +628,13 @@ blob_response=$(ip netns exec "$NS_A" curl -s -o /dev/null -D "$HEADERS" \
 check_eq "resolve mode: blob GET status" 307 "$blob_response"
 check_eq "resolve mode: blob GET Location is the storage URL" "$(storage_url "$LARGE_LAYER")" \
     "$(header_value Location "$HEADERS")"
+
+readonly MISSING_BODY=$workdir/missing-blob.json
+missing_status=$(ip netns exec "$NS_A" curl -s -o "$MISSING_BODY" --max-time "$CURL_TIMEOUT_SECS" \
+    -w '%{http_code}' "http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/blobs/$MISSING_BLOB" || true)
+check_eq "resolve mode: missing blob gets the upstream's 404" 404 "$missing_status"
+check_eq "resolve mode: missing blob gets the upstream's error code" BLOB_UNKNOWN \
+    "$(jq -r '.errors[0].code' "$MISSING_BODY" 2>/dev/null || echo "no JSON body: $(head -c 200 "$MISSING_BODY")")"
 
 wait_for_quiet_log "$RESOLVE_LOG"
 front_lines=$(lines_after "$FRONT_LOG" "$front_mark")
