@@ -109,7 +109,16 @@ fn health_checks_server_admin_listener() {
         }
     };
 
-    let ready = health(&["--url", &format!("{admin}/readyz")]);
+    // The admin address is printed before the server finishes starting,
+    // so /readyz may answer 503 for a moment: ask again for a while.
+    let started = Instant::now();
+    let ready = loop {
+        let ready = health(&["--url", &format!("{admin}/readyz")]);
+        if ready.status.code() == Some(0) || started.elapsed() > Duration::from_secs(10) {
+            break ready;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let alive = health(&["--url", &format!("{admin}/healthz")]);
     let _ = child.kill();
     let _ = child.wait();

@@ -443,7 +443,7 @@ stored_digest() {
 start_redirector() {
     local name=$1 config=$2 address=$3 v2_status=${4:-200}
     "$redirector_bin" serve --config "$config" --listen "$address" \
-        --log-client-addresses >"$workdir/logs/$name.stdout" 2>"$workdir/logs/$name.log" &
+        --log-client-addresses --admin-listen off >"$workdir/logs/$name.stdout" 2>"$workdir/logs/$name.log" &
     started_pid=$!
     pids+=("$started_pid")
     wait_for_http "$name" "$started_pid" "http://$address/v2/" "$v2_status"
