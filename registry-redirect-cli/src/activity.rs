@@ -16,6 +16,11 @@
 //! [`Activity`] stores the phase. [`TrackedIo`] marks bytes read, a
 //! [`RequestGuard`] marks a request's span, and [`Activity::expired`]
 //! completes when the current phase has run out of time.
+//!
+//! A change of phase wakes [`Activity::expired`] only when it moves the
+//! deadline before the one its timer is set for. Otherwise the timer fires
+//! at the old deadline, finds a later one, and waits again. So a stream of
+//! keep-alive requests sets no timer and wakes no task per request.
 
 use std::io;
 use std::pin::Pin;
@@ -44,9 +49,32 @@ enum Phase {
     Idle { since: Instant },
 }
 
+impl Phase {
+    /// Returns the deadline of this phase, or `None` while a request is in
+    /// flight.
+    fn deadline(self, shared: &Shared) -> Option<(Instant, Expiry)> {
+        match self {
+            Phase::WaitingForRequest { since } => {
+                Some((since + shared.header_read_timeout, Expiry::HeaderRead))
+            }
+            Phase::Idle { since } => Some((since + shared.idle_timeout, Expiry::Idle)),
+            Phase::InFlight { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// The deadline that [`Activity::expired`] sleeps until, or `None`
+    /// when it waits for a change only (or has not started waiting).
+    armed: Option<Instant>,
+}
+
 #[derive(Debug)]
 struct Shared {
-    phase: Mutex<Phase>,
+    state: Mutex<State>,
+    /// Wakes [`Activity::expired`] when the deadline moves before `armed`.
     changed: Notify,
     header_read_timeout: Duration,
     idle_timeout: Duration,
@@ -72,7 +100,10 @@ impl Activity {
     ) -> Self {
         Activity {
             shared: Arc::new(Shared {
-                phase: Mutex::new(Phase::WaitingForRequest { since: started }),
+                state: Mutex::new(State {
+                    phase: Phase::WaitingForRequest { since: started },
+                    armed: None,
+                }),
                 changed: Notify::new(),
                 header_read_timeout,
                 idle_timeout,
@@ -81,47 +112,57 @@ impl Activity {
         }
     }
 
-    fn phase(&self) -> MutexGuard<'_, Phase> {
+    fn state(&self) -> MutexGuard<'_, State> {
         // The lock guards plain data that every update leaves whole, so a
         // panic elsewhere while holding it leaves nothing half written.
         self.shared
-            .phase
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves to `next`, and wakes [`Activity::expired`] if its timer would
+    /// fire after the new deadline.
+    fn enter(&self, mut state: MutexGuard<'_, State>, next: Phase) {
+        state.phase = next;
+        let earlier = match (next.deadline(&self.shared), state.armed) {
+            (Some((deadline, _)), Some(armed)) => deadline < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        drop(state);
+        if earlier {
+            self.shared.changed.notify_one();
+        }
     }
 
     fn bytes_read(&self) {
         if !self.shared.reads_end_idle {
             return;
         }
-        let mut phase = self.phase();
-        if let Phase::Idle { .. } = *phase {
-            *phase = Phase::WaitingForRequest {
-                since: Instant::now(),
-            };
-            drop(phase);
-            self.shared.changed.notify_one();
+        let state = self.state();
+        if let Phase::Idle { .. } = state.phase {
+            let since = Instant::now();
+            self.enter(state, Phase::WaitingForRequest { since });
         }
     }
 
     /// Marks a request as in flight until the returned guard is dropped.
     pub fn request_started(&self) -> RequestGuard {
-        let mut phase = self.phase();
-        let requests = match *phase {
+        let state = self.state();
+        let requests = match state.phase {
             Phase::InFlight { requests } => requests + 1,
             Phase::WaitingForRequest { .. } | Phase::Idle { .. } => 1,
         };
-        *phase = Phase::InFlight { requests };
-        drop(phase);
-        self.shared.changed.notify_one();
+        self.enter(state, Phase::InFlight { requests });
         RequestGuard {
             activity: self.clone(),
         }
     }
 
     fn request_finished(&self) {
-        let mut phase = self.phase();
-        let next = match *phase {
+        let state = self.state();
+        let next = match state.phase {
             Phase::InFlight { requests } if requests > 1 => Phase::InFlight {
                 requests: requests - 1,
             },
@@ -129,29 +170,31 @@ impl Activity {
                 since: Instant::now(),
             },
         };
-        *phase = next;
-        drop(phase);
-        self.shared.changed.notify_one();
+        self.enter(state, next);
     }
 
-    /// The deadline of the current phase, or `None` while a request is in
-    /// flight.
+    /// Returns the deadline of the current phase, or `None` while a request
+    /// is in flight.
     fn deadline(&self) -> Option<(Instant, Expiry)> {
-        match *self.phase() {
-            Phase::WaitingForRequest { since } => {
-                Some((since + self.shared.header_read_timeout, Expiry::HeaderRead))
-            }
-            Phase::Idle { since } => Some((since + self.shared.idle_timeout, Expiry::Idle)),
-            Phase::InFlight { .. } => None,
-        }
+        self.state().phase.deadline(&self.shared)
+    }
+
+    /// Returns the deadline of the current phase, as [`Activity::deadline`]
+    /// does, and records it as the one the timer is set for.
+    fn arm(&self) -> Option<(Instant, Expiry)> {
+        let mut state = self.state();
+        let deadline = state.phase.deadline(&self.shared);
+        state.armed = deadline.map(|(at, _)| at);
+        deadline
     }
 
     /// Completes when the current phase runs past its timeout, and returns
-    /// which timeout it was. Every change of phase restarts the wait.
+    /// which timeout it was. When the timer fires and the phase has a
+    /// later deadline by then, it waits again until that one.
     pub async fn expired(&self) -> Expiry {
         loop {
             let changed = self.shared.changed.notified();
-            match self.deadline() {
+            match self.arm() {
                 Some((deadline, expiry)) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {
@@ -178,7 +221,7 @@ impl Activity {
     /// Sets the idle phase's clock from outside a request, for tests.
     #[cfg(test)]
     fn set_idle(&self, since: Instant) {
-        *self.phase() = Phase::Idle { since };
+        self.state().phase = Phase::Idle { since };
         self.shared.changed.notify_one();
     }
 }
@@ -278,6 +321,36 @@ mod tests {
         let waited = tokio::time::timeout(IDLE * 10, activity.expired()).await;
         assert!(waited.is_err(), "expired with a request in flight");
         drop(guard);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shorter_idle_timeout_wakes_timer() {
+        // The timer is set for the header read deadline at 10 s, and the
+        // request that ends at 1 s moves the deadline to 3 s.
+        let started = Instant::now();
+        let activity = Activity::new(started, HEADER, Duration::from_secs(2), true);
+        let waiter = activity.clone();
+        let expired = tokio::spawn(async move { waiter.expired().await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(activity.request_started());
+        assert_eq!(expired.await.unwrap(), Expiry::Idle);
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_requests_postpone_expiry() {
+        // A request every 5 s, for longer than the header read timeout.
+        let activity = Activity::new(Instant::now(), HEADER, IDLE, true);
+        let waiter = activity.clone();
+        let expired = tokio::spawn(async move { waiter.expired().await });
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            activity.bytes_read();
+            drop(activity.request_started());
+        }
+        let last = Instant::now();
+        assert_eq!(expired.await.unwrap(), Expiry::Idle);
+        assert_eq!(last.elapsed(), IDLE);
     }
 
     #[tokio::test(start_paused = true)]
