@@ -61,8 +61,8 @@ readonly RANGES=$REGISTRY_REDIRECT_DATA_DIR/cloud-ranges.txt
 if [[ ! -r $RANGES ]]; then
     fail "cannot read $RANGES (expected the published ranges, one 'PREFIX CLOUD REGION' a line)"
 fi
-[[ -f Cargo.toml && -d benches ]] ||
-    fail "run this script from the repository root (no Cargo.toml and benches/ in $PWD)"
+[[ -f Cargo.toml && -f benches/cloud-policy.toml ]] ||
+    fail "run this script from the repository root (no Cargo.toml and benches/cloud-policy.toml in $PWD)"
 for tool in cargo nginx wrk taskset python3 getconf; do
     command -v "$tool" >/dev/null || fail "$tool is not installed (Debian: apt-get install nginx-light wrk)"
 done
@@ -138,35 +138,10 @@ PORT_B=$(free_port)
 PORT_C=$(free_port)
 readonly PORT_A PORT_B PORT_C
 
-cat >"$WORK/registry-redirect.toml" <<EOF
-listen = "127.0.0.1:$PORT_A"
-default_upstream = "k8s"
-
-[[client_ranges]]
-format = "plain"
-path = "cloud-ranges.txt"
-
-[upstreams.k8s]
-url = "https://registry.k8s.io"
-
-[upstreams.aws-blobs]
-kind = "blob_store"
-url = "https://prod-registry-k8s-io-{region}.s3.dualstack.{region}.amazonaws.com"
-
-[upstreams.gcp-registry]
-url = "https://{region}-docker.pkg.dev"
-path_prefix = "k8s-artifacts-prod/images"
-
-[[rules]]
-name = "aws-blobs"
-clouds = ["aws"]
-upstream = "aws-blobs"
-
-[[rules]]
-name = "gcp"
-clouds = ["gcp"]
-upstream = "gcp-registry"
-EOF
+{
+    echo "listen = \"127.0.0.1:$PORT_A\""
+    cat benches/cloud-policy.toml
+} >"$WORK/registry-redirect.toml"
 "$RR_BIN" check "$WORK/registry-redirect.toml" >/dev/null ||
     fail "registry-redirect rejects the generated configuration $WORK/registry-redirect.toml"
 
