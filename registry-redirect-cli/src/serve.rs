@@ -729,7 +729,13 @@ async fn serve_http<IO>(
             .max_concurrent_streams(limits.http2_max_concurrent_streams)
             .max_header_list_size(limits.http2_max_header_list_size());
         let connection = builder.serve_connection(io, service);
-        drive_connection(connection, |c| c.graceful_shutdown(), &activity, stop).await;
+        drive_connection(
+            connection,
+            |connection| connection.graceful_shutdown(),
+            &activity,
+            stop,
+        )
+        .await;
         return;
     }
     let mut builder = http1::Builder::new();
@@ -742,7 +748,13 @@ async fn serve_http<IO>(
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes);
     let connection = builder.serve_connection(io, service);
-    drive_connection(connection, |c| c.graceful_shutdown(), &activity, stop).await;
+    drive_connection(
+        connection,
+        |connection| connection.graceful_shutdown(),
+        &activity,
+        stop,
+    )
+    .await;
 }
 
 /// Drives `connection` until it ends, its header read or idle timeout in
