@@ -166,8 +166,8 @@ pub fn watch_files(
     };
     // NOTE: the server loaded the configuration before this point, so a
     // write in between is reloaded only with the next change or SIGHUP.
-    state.refresh(reloader.path());
-    state.fingerprint = fingerprint(&state.targets.files);
+    let scan = scan_files(reloader.path(), Vec::new(), &state.fixed_files);
+    state.fingerprint = state.refresh(scan);
     let files = state.targets.files.clone();
     tracing::info!(
         config = %reloader.path().display(),
@@ -257,8 +257,29 @@ impl WatchState {
     /// between the two makes the next check see a changed hash and reload
     /// again, so no change is lost, at the cost of one extra reload.
     async fn check(&mut self, reloader: &Reloader) {
-        self.refresh(reloader.path());
-        let current = fingerprint(&self.targets.files);
+        // The files are read on a blocking thread, because a read may never
+        // return (a FIFO or a hung network file system in place of a file),
+        // and on a runtime worker it would stall the requests that the
+        // worker serves.
+        let config = reloader.path().to_path_buf();
+        let named_paths = self.named_paths.clone();
+        let fixed_files = self.fixed_files.clone();
+        let scanned =
+            tokio::task::spawn_blocking(move || scan_files(&config, named_paths, &fixed_files))
+                .await;
+        let scan = match scanned {
+            Ok(scan) => scan,
+            Err(error) => {
+                tracing::error!(
+                    config = %reloader.path().display(),
+                    %error,
+                    "reading the watched files failed; not reloading"
+                );
+                return;
+            }
+        };
+
+        let current = self.refresh(scan);
         if current == self.fingerprint {
             tracing::debug!(
                 config = %reloader.path().display(),
@@ -270,13 +291,11 @@ impl WatchState {
         reloader.reload("file change").await;
     }
 
-    /// Finds the files and links to watch again, and watches the
-    /// directories that changed.
-    fn refresh(&mut self, config: &Path) {
-        if let Some(paths) = read_named_files(config) {
-            self.named_paths = paths;
-        }
-        self.targets = find_targets(config, &self.named_paths, &self.fixed_files);
+    /// Takes the files and links that `scan` found, watches the directories
+    /// that changed, and returns the scan's fingerprint.
+    fn refresh(&mut self, scan: Scan) -> Fingerprint {
+        self.named_paths = scan.named_paths;
+        self.targets = scan.targets;
 
         if let Ok(mut names) = self.names.write() {
             names.clone_from(&self.targets.names);
@@ -311,6 +330,31 @@ impl WatchState {
                 ),
             }
         }
+        scan.fingerprint
+    }
+}
+
+/// The watched files and their content, as one look at the disk found them.
+struct Scan {
+    /// The files that the configuration file names, or the previous list
+    /// when the file cannot be read or is not TOML.
+    named_paths: Vec<String>,
+    targets: Targets,
+    fingerprint: Fingerprint,
+}
+
+/// Reads the configuration file `config` for the files it names, finds the
+/// files and links to watch, and hashes the files. Keeps
+/// `previous_named_paths` when the configuration file cannot be read or is
+/// not TOML. Blocks on file I/O.
+fn scan_files(config: &Path, previous_named_paths: Vec<String>, fixed_files: &[PathBuf]) -> Scan {
+    let named_paths = read_named_files(config).unwrap_or(previous_named_paths);
+    let targets = find_targets(config, &named_paths, fixed_files);
+    let fingerprint = fingerprint(&targets.files);
+    Scan {
+        named_paths,
+        targets,
+        fingerprint,
     }
 }
 
@@ -656,6 +700,74 @@ mod tests {
         // The next valid file is loaded.
         save_by_rename(&config, &policy_text("second"));
         wait_for_policy(&handle, "second").await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opens the FIFO at `path` for writing and closes it again whenever a
+    /// reader waits in `open`, which returns that reader an empty file.
+    /// Starts after `delay` and stops when `stop` is set or after 10 s.
+    fn release_fifo_readers(
+        path: PathBuf,
+        delay: Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .unwrap();
+            std::thread::sleep(delay);
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(10)
+            {
+                // Opening the writing end without blocking fails (ENXIO)
+                // while no reader has the FIFO open.
+                let _ = runtime.block_on(async {
+                    tokio::net::unix::pipe::OpenOptions::new().open_sender(&path)
+                });
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn fifo_config_does_not_stall_runtime() {
+        let dir = scratch_dir("fifo");
+        let config = dir.join("config.toml");
+        std::fs::write(&config, policy_text("first")).unwrap();
+        let (handle, _watching) = start_watching(&config);
+
+        // Opening a FIFO for reading blocks until a writer opens it.
+        std::fs::remove_file(&config).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&config)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {} failed", config.display());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let releaser =
+            release_fifo_readers(config.clone(), Duration::from_secs(2), Arc::clone(&stop));
+
+        // This test's runtime has one thread. A check that read the FIFO on
+        // it would hold this timer until the releaser starts, 2 s later.
+        let started = Instant::now();
+        tokio::time::sleep(TEST_QUIET * 10).await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "a 500 ms timer took {elapsed:?} while the configuration file was a FIFO"
+        );
+        assert_eq!(location(&handle), expected_location("first"));
+
+        // A reader blocked on the FIFO stays blocked when a rename replaces
+        // it, so the releaser must return the blocked reads first. Then a
+        // valid file is loaded again.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        save_by_rename(&config, &policy_text("second"));
+        wait_for_policy(&handle, "second").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        releaser.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
