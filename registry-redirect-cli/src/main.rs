@@ -525,7 +525,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     metrics.set_config(&config.sha256, SystemTime::now());
     let readiness = Readiness::new();
     let admin_listen = args.admin_listen.or(config.admin_listen);
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let delay = Duration::from_secs(args.shutdown_delay);
         let signals = ShutdownSignals::install()?.before_drain(readiness.clone(), delay);
         let listener = serve::bind(listen).await?;
@@ -639,7 +639,12 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             checks.health().stop();
         }
         Ok(())
-    })
+    });
+    // A blocking task can be stuck in a read that never returns, such as a
+    // watched path replaced by a FIFO. Dropping the runtime would wait for
+    // it and keep the process alive after the drain.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// Builds the runtime of `serve`: a current-thread runtime for one worker,

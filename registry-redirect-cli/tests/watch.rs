@@ -438,3 +438,52 @@ fn watch_reloads_under_load() {
         Some(1.0)
     );
 }
+
+/// A watched file replaced by a FIFO blocks the read that checks it for
+/// good. SIGTERM must still end the process after the drain, rather than
+/// leave it waiting for a writer that never comes.
+#[test]
+fn sigterm_exits_despite_blocked_file_read() {
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-watch-fifo-exit-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "default_upstream = \"a\"\n[upstreams.a]\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let mut server = Server::start(&config);
+    // Changes made before the watcher starts are not seen.
+    let started = Instant::now();
+    while server.log_count("watching the configuration") == 0 {
+        assert!(started.elapsed() < DEADLINE, "the watcher did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    std::fs::remove_file(&config).unwrap();
+    let made = Command::new("mkfifo").arg(&config).status().unwrap();
+    assert!(made.success(), "mkfifo {} failed", config.display());
+    // Longer than the watcher's quiet period, so that its read is blocked.
+    thread::sleep(Duration::from_millis(1000));
+
+    let pid = server.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success(), "kill -TERM {pid} failed");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > DEADLINE {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.expect("the server exits within the deadline after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
