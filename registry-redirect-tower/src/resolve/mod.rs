@@ -97,7 +97,10 @@ pub enum ResolveError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// The whole resolution took longer than the timeout.
-    #[error("upstream \"{upstream}\" did not respond within {} ms", .timeout.as_millis())]
+    #[error(
+        "no answer for upstream \"{upstream}\" within {} ms, counting its token endpoint and the upstream itself",
+        .timeout.as_millis()
+    )]
     TimedOut {
         /// The upstream's name.
         upstream: String,

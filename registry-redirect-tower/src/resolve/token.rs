@@ -71,8 +71,11 @@ struct TokenResponse {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// Any JSON value: a lifetime that is not a whole number of seconds
+    /// in `u64` (negative, fractional, a string) counts as absent, as
+    /// clients of the token specification treat it.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
     // `issued_at` is accepted but not read: the lifetime counts from when
     // the response arrives, because this host's clock and the token
     // server's may differ. The early refresh covers the transfer time.
@@ -101,6 +104,7 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<(HeaderValue, Duration
         .map_err(|_| "the token has characters that a header cannot carry".to_owned())?;
     let lifetime = response
         .expires_in
+        .and_then(|value| value.as_u64())
         .map_or(DEFAULT_LIFETIME, Duration::from_secs);
     Ok((authorization, lifetime))
 }
@@ -282,6 +286,14 @@ mod tests {
                 "Bearer t",
                 5,
             ),
+            (r#"{"token":"a","expires_in":-5}"#, "Bearer a", 60),
+            (r#"{"token":"a","expires_in":1e30}"#, "Bearer a", 60),
+            (r#"{"token":"a","expires_in":"300"}"#, "Bearer a", 60),
+            (
+                r#"{"token":"a","expires_in":18446744073709551616}"#,
+                "Bearer a",
+                60,
+            ),
         ];
         for (body, authorization, lifetime) in cases {
             let (value, parsed) = parse_token_response(body.as_bytes()).unwrap();
@@ -298,7 +310,6 @@ mod tests {
             "{}",
             r#"{"token":""}"#,
             r#"{"token":"a\nb"}"#,
-            r#"{"token":"a","expires_in":-1}"#,
         ] {
             assert!(parse_token_response(body.as_bytes()).is_err(), "{body:?}");
         }
