@@ -240,7 +240,12 @@ fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
 
     CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|error| TlsError::Key {
         files: files.clone(),
-        reason: error.to_string(),
+        reason: match error {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key does not belong to the first certificate".to_owned()
+            }
+            other => other.to_string(),
+        },
     })
 }
 
@@ -318,5 +323,55 @@ mod tests {
             assert!(message.contains(expected), "{name}: {message}");
             let _ = std::fs::remove_dir_all(files.cert_file.parent().unwrap());
         }
+    }
+
+    #[test]
+    fn key_of_another_certificate_named_plainly() {
+        let files = write_files("other-key", "", "");
+        let dir = files.cert_file.parent().unwrap().to_owned();
+        let other_key = dir.join("other.key");
+        let openssl = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.crt",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+        ]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "other.key",
+        ]);
+        std::fs::rename(&other_key, &files.key_file).unwrap();
+
+        let message = Tls::new(&files).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            message.contains("the private key does not belong to the first certificate"),
+            "{message}"
+        );
     }
 }
