@@ -17,7 +17,8 @@
 //!
 //! With [`ConnectionSettings`], a connection may first carry a PROXY
 //! protocol header ([`crate::proxy_protocol`]) and a TLS handshake
-//! ([`crate::tls`]), and is bounded by the [`Limits`].
+//! ([`crate::tls`]), and is bounded by the [`Limits`]. A plain HTTP
+//! request on the HTTPS port gets 400 with an OCI error body.
 //!
 //! NOTE: a connection that has not started its first request when the
 //! signal arrives (no byte yet, or still in its PROXY header or TLS
@@ -685,6 +686,14 @@ async fn serve_connection(
         }
         return;
     };
+    let plain_http = tokio::select! {
+        plain = tokio::time::timeout_at(deadline, crate::tls::starts_with_plain_http(&stream)) => plain,
+        _ = stop.wait_for(|stop| *stop) => return,
+    };
+    if plain_http == Ok(true) {
+        crate::tls::answer_plain_http(&mut stream).await;
+        return;
+    }
     let accepted = tokio::select! {
         accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => accepted,
         _ = stop.wait_for(|stop| *stop) => return,

@@ -31,6 +31,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -147,6 +148,42 @@ impl Tls {
         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
         Ok((stream, http2))
     }
+}
+
+/// The first byte of every TLS connection: the record type of a handshake.
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The OCI error body of the response to a plain HTTP request on the
+/// HTTPS port, so that a client configured with `http://` by mistake learns
+/// why instead of seeing the connection close.
+const PLAIN_HTTP_BODY: &str = "{\"errors\":[{\"code\":\"UNSUPPORTED\",\
+\"message\":\"this port serves HTTPS; send the request with https://\"}]}\n";
+
+/// Tells whether `stream` starts with plain HTTP rather than a TLS
+/// handshake, by peeking at its first byte without consuming it. HTTP
+/// methods start with an upper-case ASCII letter; a TLS connection
+/// starts with a handshake record.
+pub async fn starts_with_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => first[0] != HANDSHAKE_RECORD && first[0].is_ascii_uppercase(),
+        _ => false,
+    }
+}
+
+/// Answers a plain HTTP request on the HTTPS port with 400 and an OCI
+/// error body. The connection closes afterwards.
+pub async fn answer_plain_http(stream: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+        PLAIN_HTTP_BODY.len()
+    );
+    if let Err(error) = stream.write_all(response.as_bytes()).await {
+        tracing::debug!(%error, "failed to answer plain HTTP on the HTTPS port");
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// The serving certificate, replaceable while the server runs. rustls calls

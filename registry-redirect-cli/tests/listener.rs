@@ -608,3 +608,23 @@ async fn stalled_tls_handshake_closed() {
     );
     assert!(elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_on_https_port_gets_400() {
+    let certificates = TestCertificates::create("plain-on-tls");
+    let tls = Tls::new(&certificates.files()).unwrap();
+    let server = start(Limits::default(), false, Some(tls)).await;
+
+    let response = exchange(server, UNTRUSTED, b"").await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["errors"][0]["code"], "UNSUPPORTED", "{body}");
+    let length = format!("Content-Length: {}", body.len());
+    assert!(head.contains(&length), "{head}");
+
+    // The HTTPS side still works on the same listener.
+    let https = exchange_over_tls(server, b"", &certificates.ca()).await;
+    assert!(https.starts_with("HTTP/1.1 307"), "{https}");
+}
