@@ -216,6 +216,11 @@ impl Policy {
                     location: location.clone().key("name"),
                     kind: PolicyErrorKind::EmptyRuleName,
                 });
+            } else if rule.name.chars().any(char::is_control) {
+                errors.push(PolicyError {
+                    location: location.clone().key("name"),
+                    kind: PolicyErrorKind::ControlCharacterInRuleName(rule.name.clone()),
+                });
             } else if spec.rules[..index]
                 .iter()
                 .any(|earlier| earlier.name == rule.name)
@@ -648,6 +653,25 @@ mod tests {
         );
         assert_eq!(errors[0].location.to_string(), "rules[1].name");
         assert_eq!(errors[1].kind, PolicyErrorKind::EmptyRuleName);
+    }
+
+    #[test]
+    fn control_characters_in_rule_name_rejected() {
+        for name in ["line\nbreak", "tab\there", "escape\u{1b}[31m", "del\u{7f}"] {
+            let mut spec = base_spec();
+            spec.rules.push(RuleSpec::new(name, "hub"));
+            let error = only_error(&spec);
+            assert_eq!(
+                error.kind,
+                PolicyErrorKind::ControlCharacterInRuleName(name.into()),
+                "{name:?}"
+            );
+            assert_eq!(error.location.to_string(), "rules[0].name");
+        }
+        let mut spec = base_spec();
+        spec.rules
+            .push(RuleSpec::new("Zürich pulls, region eu", "hub"));
+        assert!(Policy::compile(&spec).is_ok());
     }
 
     #[test]

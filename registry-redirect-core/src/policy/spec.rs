@@ -402,6 +402,10 @@ pub enum PolicyErrorKind {
     /// A rule has an empty name.
     #[error("rule name is empty")]
     EmptyRuleName,
+    /// A rule name contains control characters, which would break log
+    /// lines, summaries and metric labels.
+    #[error("rule name {0:?} contains control characters (expected printable text)")]
+    ControlCharacterInRuleName(String),
     /// A repository pattern cannot match any valid name.
     #[error("rule \"{rule}\" has an invalid repository pattern \"{pattern}\" (expected a repository name such as library/nginx, optionally ending in *)")]
     InvalidRepositoryPattern {
