@@ -81,6 +81,16 @@ pub enum TlsError {
         /// rustls' message.
         reason: String,
     },
+    /// The certificate is not valid at the time of loading.
+    #[error("{}: the certificate is valid from {not_before} to {not_after}, not now (expected a certificate valid at the time of loading)", path.display())]
+    OutsideValidity {
+        /// The certificate file.
+        path: PathBuf,
+        /// The start of the certificate's validity.
+        not_before: String,
+        /// The end of the certificate's validity.
+        not_after: String,
+    },
     /// rustls rejected the server configuration.
     #[error("failed to build the TLS configuration: {0}")]
     Config(rustls::Error),
@@ -107,8 +117,15 @@ impl Tls {
     /// TLS 1.2 and 1.3 with ring's safe defaults, no client certificates,
     /// ALPN `h2` and `http/1.1`.
     pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
+        let loaded = load_certified_key(files)?;
+        match loaded.validity.check(&files.cert_file) {
+            Ok(()) => log_validity(files, &loaded.validity),
+            // Starting anyway lets the operator put new files in place and
+            // reload without a restart; the warning names the problem.
+            Err(error) => tracing::warn!(%error, "serving a certificate that is not valid now"),
+        }
         let store = Arc::new(CertificateStore {
-            current: RwLock::new(Arc::new(load_certified_key(files)?)),
+            current: RwLock::new(Arc::new(loaded.key)),
         });
         let provider = Arc::new(ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
@@ -131,10 +148,14 @@ impl Tls {
         self
     }
 
-    /// Loads `files` and, once both are valid, serves them from the next
-    /// handshake on. On error the current certificate stays.
+    /// Loads `files` and, once both are valid and the certificate is
+    /// within its validity period, serves them from the next handshake on.
+    /// On error the current certificate stays.
     pub fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
-        self.store.replace(load_certified_key(files)?);
+        let loaded = load_certified_key(files)?;
+        loaded.validity.check(&files.cert_file)?;
+        self.store.replace(loaded.key);
+        log_validity(files, &loaded.validity);
         Ok(())
     }
 
@@ -243,9 +264,73 @@ fn describe_pem_error(error: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
-/// Reads the chain and key of `files` and checks that they belong
-/// together.
-fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
+/// A certificate and key that belong together, with the validity period
+/// of the certificate.
+struct Loaded {
+    key: CertifiedKey,
+    validity: Validity,
+}
+
+/// The validity period of a certificate, in seconds since the Unix epoch,
+/// with its text for messages.
+struct Validity {
+    not_before: i64,
+    not_after: i64,
+    not_before_text: String,
+    not_after_text: String,
+}
+
+impl Validity {
+    /// Reads the validity period of the DER certificate `der`.
+    fn of(der: &[u8]) -> Result<Self, String> {
+        let (_, certificate) =
+            x509_parser::parse_x509_certificate(der).map_err(|error| error.to_string())?;
+        let validity = certificate.validity();
+        Ok(Validity {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+            not_before_text: validity.not_before.to_string(),
+            not_after_text: validity.not_after.to_string(),
+        })
+    }
+
+    /// Returns an error unless the current time is inside the period.
+    fn check(&self, path: &Path) -> Result<(), TlsError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+            });
+        if (self.not_before..=self.not_after).contains(&now) {
+            return Ok(());
+        }
+        Err(TlsError::OutsideValidity {
+            path: path.to_owned(),
+            not_before: self.not_before_text.clone(),
+            not_after: self.not_after_text.clone(),
+        })
+    }
+}
+
+/// Logs a warning when fewer than 14 days of the certificate's validity
+/// remain.
+fn log_validity(files: &TlsFiles, validity: &Validity) {
+    const WARN_DAYS: i64 = 14;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        });
+    let days_left = (validity.not_after - now) / 86_400;
+    let cert_file = files.cert_file.display();
+    if days_left < WARN_DAYS {
+        tracing::warn!(%cert_file, not_after = %validity.not_after_text, days_left, "the TLS certificate expires soon");
+    }
+}
+
+/// Reads the chain and key of `files`, checks that they belong together,
+/// and reads the certificate's validity period.
+fn load_certified_key(files: &TlsFiles) -> Result<Loaded, TlsError> {
     const CERTIFICATES: &str = "one or more CERTIFICATE blocks";
     const KEY: &str = "a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block";
 
@@ -275,15 +360,26 @@ fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
         pem_error(&files.key_file, reason, KEY)
     })?;
 
-    CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|error| TlsError::Key {
-        files: files.clone(),
-        reason: match error {
-            rustls::Error::InconsistentKeys(_) => {
-                "the private key does not belong to the first certificate".to_owned()
-            }
-            other => other.to_string(),
-        },
-    })
+    let first = chain.first().map_or(&[][..], |der| der.as_ref());
+    let validity = Validity::of(first).map_err(|reason| {
+        pem_error(
+            &files.cert_file,
+            format!("the first certificate does not parse as X.509: {reason}"),
+            CERTIFICATES,
+        )
+    })?;
+    let key = CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|error| {
+        TlsError::Key {
+            files: files.clone(),
+            reason: match error {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the private key does not belong to the first certificate".to_owned()
+                }
+                other => other.to_string(),
+            },
+        }
+    })?;
+    Ok(Loaded { key, validity })
 }
 
 /// Reloads the certificate of a running server from the `[tls]` files of a
@@ -362,49 +458,87 @@ mod tests {
         }
     }
 
+    /// Runs openssl with the space-separated `args` in `dir`.
+    fn openssl(dir: &Path, args: &str) {
+        let status = std::process::Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args}");
+    }
+
+    /// Makes a self-signed P-256 certificate `NAME.crt` with key `NAME.key`
+    /// in `dir`, valid for `days` from now (negative: already expired).
+    fn self_signed(dir: &Path, name: &str, days: i32) -> TlsFiles {
+        // An extension makes openssl write an X.509 v3 certificate, the
+        // only version that webpki accepts.
+        std::fs::write(dir.join("v3.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(
+            dir,
+            &format!(
+                "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                 -keyout {name}.key -out {name}.csr -subj /CN=localhost"
+            ),
+        );
+        openssl(
+            dir,
+            &format!(
+                "x509 -req -in {name}.csr -signkey {name}.key -days {days} \
+                 -extfile v3.ext -out {name}.crt"
+            ),
+        );
+        TlsFiles {
+            cert_file: dir.join(format!("{name}.crt")),
+            key_file: dir.join(format!("{name}.key")),
+        }
+    }
+
+    #[test]
+    fn expired_certificate_not_reloaded() {
+        let dir = write_files("expired", "", "")
+            .cert_file
+            .parent()
+            .unwrap()
+            .to_owned();
+        let good = self_signed(&dir, "good", 30);
+        let expired = self_signed(&dir, "old", -1);
+
+        let tls = Tls::new(&good).unwrap();
+        let error = tls.reload(&expired).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, TlsError::OutsideValidity { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains("old.crt") && message.contains("not now"),
+            "{message}"
+        );
+        // Starting with it works, so that the files can be fixed and
+        // reloaded; the start logs a warning.
+        assert!(Tls::new(&expired).is_ok());
+        tls.reload(&good).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn key_of_another_certificate_named_plainly() {
-        let files = write_files("other-key", "", "");
-        let dir = files.cert_file.parent().unwrap().to_owned();
-        let other_key = dir.join("other.key");
-        let openssl = |args: &[&str]| {
-            let status = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(&dir)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("openssl runs");
-            assert!(status.success(), "openssl {args:?}");
+        let dir = write_files("other-key", "", "")
+            .cert_file
+            .parent()
+            .unwrap()
+            .to_owned();
+        let first = self_signed(&dir, "first", 1);
+        let second = self_signed(&dir, "second", 1);
+        let mixed = TlsFiles {
+            cert_file: first.cert_file,
+            key_file: second.key_file,
         };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "tls.key",
-            "-out",
-            "tls.crt",
-            "-subj",
-            "/CN=localhost",
-            "-days",
-            "1",
-        ]);
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "other.key",
-        ]);
-        std::fs::rename(&other_key, &files.key_file).unwrap();
 
-        let message = Tls::new(&files).unwrap_err().to_string();
+        let message = Tls::new(&mixed).unwrap_err().to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             message.contains("the private key does not belong to the first certificate"),
