@@ -268,10 +268,13 @@ impl Reloader {
         let config = match loaded {
             Ok(Ok(config)) => config,
             Ok(Err(error)) => {
+                // The error goes last, as a field: it may span several
+                // lines (one per problem), and JSON logs get it whole.
                 tracing::error!(
                     config = %self.path.display(),
                     trigger,
-                    "reload failed; the previous policy keeps serving:\n{error}"
+                    %error,
+                    "reload failed; the previous policy keeps serving"
                 );
                 return None;
             }
