@@ -2,12 +2,12 @@
 //! this test shared a binary with the other layer tests, its per-thread
 //! `tracing` subscriber received no events, so it runs in a binary of its own.
 
+mod log_capture;
 mod mirror;
 
+use log_capture::Capture;
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,29 +15,6 @@ use http_body_util::Full;
 use mirror::{regional_policy, Mirror, DIGEST};
 use registry_redirect_tower::{CheckSettings, Checks, RegistryRedirectLayer};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-
-/// A `tracing` writer that keeps what it is given.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn access_log_names_checks_and_chosen_upstream() {

@@ -2,36 +2,12 @@
 //! its own, because a per-thread `tracing` subscriber received no events
 //! when the layer tests shared one (see `access_log.rs`).
 
+mod log_capture;
 mod token_registry;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
+use log_capture::Capture;
 use token_registry::{policy, resolver, Client, FakeRegistry, DIGEST, MANIFEST};
-
-/// A `tracing` writer that keeps what it is given.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn access_log_counts_body_bytes() {
