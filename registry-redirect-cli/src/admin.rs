@@ -59,7 +59,7 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// The text that turns the admin listener off.
 pub const OFF: &str = "off";
 
-/// Where the admin listener listens, or that there is none.
+/// The admin listener's address, or none when it is off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminListen {
     /// No admin listener.
@@ -228,8 +228,8 @@ impl AdminServer {
 }
 
 /// Starts the admin listener at `listen`, or returns `None` when it is off.
-/// `explicit` says whether the address was set by `--admin-listen` or the
-/// file's `admin_listen`: a default address that cannot be bound (another
+/// `explicit` is true when the address comes from `--admin-listen` or the
+/// file's `admin_listen`. A default address that cannot be bound (another
 /// process, such as a second server on the host, has the port) is logged
 /// with a warning and leaves the server without an admin listener.
 ///

@@ -694,7 +694,7 @@ async fn serve_connection(
         _ = stop.wait_for(|stop| *stop) => return,
     };
     if plain_http == Ok(true) {
-        crate::tls::answer_plain_http(&mut stream).await;
+        crate::tls::respond_to_plain_http(&mut stream).await;
         return;
     }
     let accepted = tokio::select! {

@@ -192,9 +192,9 @@ pub async fn starts_with_plain_http(stream: &TcpStream) -> bool {
     }
 }
 
-/// Answers a plain HTTP request on the HTTPS port with 400 and an OCI
-/// error body. The connection closes afterwards.
-pub async fn answer_plain_http(stream: &mut TcpStream) {
+/// Responds to a plain HTTP request on the HTTPS port with 400 and an OCI
+/// error body, then closes the connection.
+pub async fn respond_to_plain_http(stream: &mut TcpStream) {
     use tokio::io::AsyncWriteExt;
     let response = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
@@ -202,7 +202,7 @@ pub async fn answer_plain_http(stream: &mut TcpStream) {
         PLAIN_HTTP_BODY.len()
     );
     if let Err(error) = stream.write_all(response.as_bytes()).await {
-        tracing::debug!(%error, "failed to answer plain HTTP on the HTTPS port");
+        tracing::debug!(%error, "failed to send the 400 response to plain HTTP on the HTTPS port");
     }
     let _ = stream.shutdown().await;
 }

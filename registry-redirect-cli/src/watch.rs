@@ -258,9 +258,8 @@ impl WatchState {
     /// again, so no change is lost, at the cost of one extra reload.
     async fn check(&mut self, reloader: &Reloader) {
         // The files are read on a blocking thread, because a read may never
-        // return (a FIFO or a hung network file system in place of a file),
-        // and on a runtime worker it would stall the requests that the
-        // worker serves.
+        // return (a FIFO or a hung network file system in place of a file).
+        // On a runtime worker, such a read would stall the worker's requests.
         let config = reloader.path().to_path_buf();
         let named_paths = self.named_paths.clone();
         let fixed_files = self.fixed_files.clone();

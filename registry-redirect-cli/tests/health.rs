@@ -110,7 +110,7 @@ fn health_checks_server_admin_listener() {
     };
 
     // The admin address is printed before the server finishes starting,
-    // so /readyz may answer 503 for a moment: ask again for a while.
+    // so /readyz may return 503 for a moment. Ask again for a while.
     let started = Instant::now();
     let ready = loop {
         let ready = health(&["--url", &format!("{admin}/readyz")]);

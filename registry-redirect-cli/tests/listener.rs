@@ -1,7 +1,8 @@
-//! The listener of `serve` over real loopback TCP, in process: PROXY
-//! protocol headers from trusted and untrusted peers, the connection,
-//! header size and idle limits, HTTPS with curl as the client, a PROXY
-//! header before a TLS handshake, and a stalled handshake.
+//! The listener of `serve` over real loopback TCP, in process. The tests
+//! cover PROXY protocol headers from trusted and untrusted peers, the
+//! connection, header size and idle limits, and HTTPS: curl as the client,
+//! a PROXY header before a TLS handshake, a stalled handshake, and plain
+//! HTTP on the HTTPS port.
 //!
 //! Loopback has a whole /8, so a client socket bound to 127.0.0.2 is the
 //! trusted proxy and one bound to 127.0.0.3 is not. Upstream URLs point at

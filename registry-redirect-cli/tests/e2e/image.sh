@@ -5,11 +5,11 @@
 # from the binary under test. skopeo pushes it to a registry (Debian's
 # docker-registry) and pulls it back through registry-redirect, which
 # redirects every request to that registry. The pulled manifest must have
-# the digest that was built. umoci then unpacks the pulled image, and the
-# binary inside runs from the image's root file system (chroot, as the
-# image's user 65532): --version, `check` on the image's policy, `serve`,
-# which must redirect a request, and `health`, the image's HEALTHCHECK,
-# against that server's admin listener.
+# the digest that was built. umoci then unpacks the pulled image. The
+# binary inside runs from the image's root file system, in a chroot as the
+# image's user 65532: --version, `check` on the image's policy, and `serve`,
+# which must redirect a request. Last, `health` (the image's HEALTHCHECK)
+# checks that server's admin listener.
 #
 # Every address is on loopback, in 127.0.0.0/8: a random 127.X.Y.0/24 per
 # run keeps runs apart without picking ports. The redirects that `serve`

@@ -9,8 +9,8 @@
 //! allocates and locks freely, since a scrape comes every few seconds at
 //! most.
 //!
-//! The server records what only it sees: reloads, the loaded configuration's
-//! hash, and connections. Blob-check cache and mirror health figures are
+//! The server records what happens outside the layer: reloads, the loaded
+//! configuration's hash, and connections. Blob-check cache and mirror health figures are
 //! read from the [`Checks`] when rendering.
 //!
 //! ```

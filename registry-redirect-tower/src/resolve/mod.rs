@@ -414,9 +414,8 @@ impl Resolver {
 
     /// Fetches `request` from its upstream and builds the client's
     /// response. Every failure becomes an OCI error response, and is
-    /// logged at WARN (at most once every 10 s per upstream). No input from
-    /// the client or the upstream makes it panic. It needs a Tokio runtime
-    /// with the time driver, as the blob checks do.
+    /// logged at WARN (at most once every 10 s per upstream). It needs a
+    /// Tokio runtime with the time driver, as the blob checks do.
     pub async fn resolve(&self, request: &ResolveRequest) -> Resolution {
         let timeout = self.inner.settings.timeout;
         let result = match tokio::time::timeout(timeout, self.fetch(request)).await {
