@@ -46,7 +46,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderMap, HeaderName, FORWARDED};
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -89,8 +89,11 @@ impl TrustedProxies {
         Self::with_header(networks, ForwardedHeader::XForwardedFor)
     }
 
-    /// Trusts `header` from peers inside any of `networks`.
+    /// Trusts `header` from peers inside any of `networks`. A network
+    /// inside `::ffff:0:0/96` is kept as the IPv4 network it maps (see
+    /// [`canonical_network`]), because peers are compared as IPv4.
     pub fn with_header(networks: Vec<IpNet>, header: ForwardedHeader) -> Self {
+        let networks = networks.into_iter().map(canonical_network).collect();
         TrustedProxies { networks, header }
     }
 
@@ -407,6 +410,23 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
             None => addr,
         },
         IpAddr::V4(_) => addr,
+    }
+}
+
+/// Turns a network inside the IPv4-mapped block `::ffff:0:0/96` into the
+/// IPv4 network it maps (`::ffff:192.0.2.0/120` is `192.0.2.0/24`), the
+/// network that the [`canonical`] forms of its addresses fall in. Other
+/// networks, `::/0` among them, are returned unchanged.
+pub fn canonical_network(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net.trunc() else {
+        return net;
+    };
+    let Some(mapped_len) = v6.prefix_len().checked_sub(96) else {
+        return net;
+    };
+    match v6.network().to_ipv4_mapped() {
+        Some(v4) => Ipv4Net::new(v4, mapped_len).map_or(net, IpNet::V4),
+        None => net,
     }
 }
 
@@ -728,6 +748,40 @@ mod tests {
             client.note,
             Some(ClientNote::MalformedHeader(ClientSource::XRealIp))
         );
+    }
+
+    #[test]
+    fn canonical_network_maps_ipv4_mapped_block() {
+        for (written, expected) in [
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("::ffff:192.0.2.0/120", "192.0.2.0/24"),
+            ("::ffff:192.0.2.1/128", "192.0.2.1/32"),
+            ("::ffff:192.0.2.1/120", "192.0.2.0/24"),
+            ("::/0", "::/0"),
+            ("::/80", "::/80"),
+            ("::ffff:0:0/95", "::ffff:0:0/95"),
+            ("::192.0.2.0/120", "::192.0.2.0/120"),
+            ("64:ff9b::/96", "64:ff9b::/96"),
+            ("192.0.2.0/24", "192.0.2.0/24"),
+        ] {
+            let net: IpNet = written.parse().unwrap();
+            let expected: IpNet = expected.parse().unwrap();
+            assert_eq!(canonical_network(net), expected, "{written}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_trusted_network_trusts_ipv4() {
+        let trusted = TrustedProxies::new(vec!["::ffff:10.0.0.0/104".parse().unwrap()]);
+        for peer in ["10.0.0.1", "::ffff:10.0.0.1"] {
+            let client = resolve_client(
+                Some(ip(peer)),
+                &headers(&[("x-forwarded-for", "203.0.113.7")]),
+                &trusted,
+            );
+            assert_eq!(client.addr, Some(ip("203.0.113.7")), "peer {peer}");
+        }
+        assert!(!trusted.contains(ip("11.0.0.1")));
     }
 
     #[test]

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::client::canonical_network;
 use crate::policy::parse_network;
 use crate::ranges::RangeTable;
 
@@ -283,7 +284,8 @@ fn is_global(region: &str) -> bool {
 /// A prefix with the id of its label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabeledPrefix {
-    /// The prefix, with its host bits cleared.
+    /// The prefix, with its host bits cleared, and as IPv4 when it lies
+    /// inside `::ffff:0:0/96`.
     pub prefix: IpNet,
     /// The index of its label in [`LabeledRanges::labels`].
     pub label: LabelId,
@@ -314,13 +316,15 @@ impl LabeledRanges {
 
     /// Adds a prefix with its label, returning the label's id.
     ///
-    /// Host bits are cleared (`10.0.0.1/8` is `10.0.0.0/8`). When the prefix
-    /// is already present, the label with a region is kept. Between two
+    /// Host bits are cleared (`10.0.0.1/8` is `10.0.0.0/8`), and a prefix
+    /// inside `::ffff:0:0/96` becomes the IPv4 prefix it maps, as
+    /// [`RangeTable`] looks it up. When the prefix is already present, the
+    /// label with a region is kept. Between two
     /// labels that both have a region, or both have none, the new one wins.
     pub fn insert(&mut self, prefix: IpNet, label: Label) -> Result<LabelId, SourceError> {
         let has_region = label.region.is_some();
         let id = self.intern(label)?;
-        let prefix = prefix.trunc();
+        let prefix = canonical_network(prefix.trunc());
         match self.positions.entry(prefix) {
             Entry::Vacant(vacant) => {
                 vacant.insert(self.entries.len());
@@ -1079,6 +1083,8 @@ mod tests {
         for text in [
             "10.0.0.0/8 a GLOBAL\n10.0.0.0/8 a r1\n",
             "10.0.0.0/8 a r1\n10.0.0.0/8 a GLOBAL\n",
+            "::ffff:10.0.0.0/104 a r1\n10.0.0.0/8 a GLOBAL\n",
+            "10.0.0.0/8 a r1\n::ffff:10.0.0.0/104 a GLOBAL\n",
         ] {
             let ranges = parse(SourceFormat::Plain, text.as_bytes(), None).unwrap();
             let (_, label) = ranges.iter().next().unwrap();
