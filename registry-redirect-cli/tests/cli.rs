@@ -180,6 +180,63 @@ fn explain_json_shows_cloud_region_candidates() {
     assert_eq!(value["location"], candidates[0].2);
 }
 
+/// Range file prefixes on either side of a 16-bit bucket edge, longer
+/// than /80, and written as IPv4-mapped IPv6, found through `explain`.
+#[test]
+fn explain_finds_region_at_bucket_edges() {
+    let ranges = TempFile::new(
+        "edges.txt",
+        "0.0.0.0/0 lab world\n\
+         127.0.255.255/32 lab bucket-last\n\
+         127.1.0.0/32 lab bucket-first\n\
+         ::ffff:127.2.0.0/112 lab mapped\n\
+         2001:db8::/32 lab doc\n\
+         2001:db8:0:0:1::8/125 lab doc-125\n\
+         2001:db9::/128 lab next-bucket-first\n",
+    );
+    let config = ranges.dir.join("config.toml");
+    std::fs::write(
+        &config,
+        "default_upstream = \"registry\"\n\
+         [[client_ranges]]\nformat = \"plain\"\npath = \"edges.txt\"\n\
+         [upstreams.registry]\nurl = \"https://registry.example\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    for (client, region) in [
+        ("127.0.255.254", Some("world")),
+        ("127.0.255.255", Some("bucket-last")),
+        ("127.1.0.0", Some("bucket-first")),
+        ("127.1.0.1", Some("world")),
+        ("127.2.0.1", Some("mapped")),
+        ("::ffff:127.2.255.255", Some("mapped")),
+        ("127.3.0.0", Some("world")),
+        ("2001:db8:0:0:1::7", Some("doc")),
+        ("2001:db8:0:0:1::8", Some("doc-125")),
+        ("2001:db8:0:0:1::f", Some("doc-125")),
+        ("2001:db8:0:0:1::10", Some("doc")),
+        ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some("doc")),
+        ("2001:db9::", Some("next-bucket-first")),
+        ("2001:db9::1", None),
+    ] {
+        let output = run(&[
+            "explain",
+            "--config",
+            config,
+            "--format",
+            "json",
+            "--client",
+            client,
+            "GET",
+            "/v2/pause/manifests/3.10",
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(value["region"].as_str(), region, "client {client}");
+    }
+}
+
 #[test]
 fn check_reports_each_error_with_position() {
     let file = TempFile::new(

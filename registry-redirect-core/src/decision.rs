@@ -902,6 +902,32 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_rule_network_matches_ipv4() {
+        let mut spec = PolicySpec::new("k8s");
+        spec.upstreams
+            .insert("k8s".into(), UpstreamSpec::new("https://registry.k8s.io"));
+        spec.upstreams
+            .insert("quay".into(), UpstreamSpec::new("https://quay.example"));
+        spec.rules.push(RuleSpec {
+            clients: vec!["::ffff:198.51.100.0/120".into()],
+            ..RuleSpec::new("mapped", "quay")
+        });
+        let policy = Policy::compile(&spec).unwrap();
+        for (peer, expected) in [
+            ("198.51.100.9", "quay"),
+            ("::ffff:198.51.100.9", "quay"),
+            ("198.51.101.1", "k8s"),
+        ] {
+            let decision = Request::get("/v2/a/tags/list").peer(peer).decide(&policy);
+            assert_eq!(
+                decision.route().unwrap().upstream.name(),
+                expected,
+                "{peer}"
+            );
+        }
+    }
+
+    #[test]
     fn kind_and_repository_rule_with_path_prefix() {
         let policy = policy();
         let decision = Request::get(&format!("/v2/kube-proxy/blobs/{DIGEST}")).decide(&policy);

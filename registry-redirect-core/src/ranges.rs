@@ -2,9 +2,10 @@
 //!
 //! [`RangeTable`] is built once from a list of prefixes and then returns, for
 //! any address, the value of the most specific prefix that contains it. The
-//! prefixes are flattened at build time into sorted, disjoint intervals, so a
-//! lookup is a binary search inside a small bucket picked by the address's
-//! top 16 bits, whatever the number of prefixes.
+//! prefixes are flattened at build time into sorted, disjoint intervals and
+//! filed in 2^16 buckets by their top 16 bits. A lookup reads the address's
+//! bucket, then searches the few 16-bit (IPv4) or 64-bit (IPv6) keys of the
+//! intervals that start inside it, whatever the number of prefixes.
 //!
 //! Nested prefixes combine their values at build time through the function
 //! given to [`RangeTable::build`]: "most specific wins" keeps the inner value,
@@ -31,8 +32,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-/// Marks an interval covered by no prefix.
-const NO_VALUE: u32 = u32::MAX;
+use crate::client::canonical_network;
+
+/// Marks an interval covered by no prefix. Value indexes are smaller, and it
+/// fits beside a bucket entry's [`DIRECT`] bit.
+const NO_VALUE: u32 = DIRECT - 1;
 
 /// A longest-prefix table from IPv4 and IPv6 prefixes to values.
 #[derive(Debug, Clone)]
@@ -49,7 +53,15 @@ impl<V: Clone> RangeTable<V> {
     /// `combine(outer, inner)` gives the value stored for `inner`'s addresses
     /// when `inner` lies inside `outer`, and merges identical prefixes (the
     /// earlier one is `outer`). Host bits set in a prefix are ignored
-    /// (`10.0.0.1/8` is `10.0.0.0/8`).
+    /// (`10.0.0.1/8` is `10.0.0.0/8`). A prefix inside `::ffff:0:0/96` is
+    /// the IPv4 prefix it maps (`::ffff:10.0.0.0/104` is `10.0.0.0/8`),
+    /// because [`RangeTable::lookup`] looks up mapped addresses as IPv4.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the prefixes make 2^31 - 1 or more distinct values, or
+    /// blocks of more than 2^29 words (about 268 million IPv4 intervals),
+    /// both far beyond any published range file.
     pub fn build<F>(entries: Vec<(IpNet, V)>, combine: F) -> Self
     where
         F: Fn(&V, &V) -> V,
@@ -59,7 +71,7 @@ impl<V: Clone> RangeTable<V> {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for (net, value) in entries {
-            match net.trunc() {
+            match canonical_network(net.trunc()) {
                 IpNet::V4(net) => {
                     let start = u32::from(net.network());
                     let end = u32::from(net.broadcast());
@@ -120,7 +132,7 @@ impl<V> RangeTable<V> {
 
     /// Returns the number of disjoint intervals the prefixes were flattened into.
     pub fn interval_count(&self) -> usize {
-        self.v4.starts.len() + self.v6.starts.len()
+        self.v4.count + self.v6.count
     }
 }
 
@@ -132,15 +144,23 @@ impl<V> Default for RangeTable<V> {
 
 /// An unsigned address type: `u32` for IPv4, `u128` for IPv6.
 trait Address: Copy + Ord + std::fmt::Debug {
+    /// The bits below the top 16, as a bucket's block stores them.
+    type Key: Word;
     const ZERO: Self;
     fn checked_next(self) -> Option<Self>;
     /// Returns the top 16 bits, as a bucket number.
     fn bucket(self) -> usize;
     /// Returns the first address of a bucket.
     fn bucket_start(bucket: usize) -> Self;
+    /// Returns the bits below the top 16, with the lowest ones dropped when
+    /// they do not fit in a key.
+    fn key(self) -> Self::Key;
+    /// Returns true when [`Address::key`] dropped no set bit.
+    fn key_is_exact(self) -> bool;
 }
 
 impl Address for u32 {
+    type Key = u16;
     const ZERO: Self = 0;
     fn checked_next(self) -> Option<Self> {
         self.checked_add(1)
@@ -151,9 +171,20 @@ impl Address for u32 {
     fn bucket_start(bucket: usize) -> Self {
         (bucket as u32) << (Self::BITS - 16)
     }
+    fn key(self) -> u16 {
+        self as u16
+    }
+    fn key_is_exact(self) -> bool {
+        true
+    }
 }
 
+/// The IPv6 bits a key drops: those below bit 80, which only prefixes
+/// longer than /80 use.
+const IPV6_DROPPED_BITS: u32 = 48;
+
 impl Address for u128 {
+    type Key = u64;
     const ZERO: Self = 0;
     fn checked_next(self) -> Option<Self> {
         self.checked_add(1)
@@ -163,6 +194,86 @@ impl Address for u128 {
     }
     fn bucket_start(bucket: usize) -> Self {
         (bucket as u128) << (Self::BITS - 16)
+    }
+    fn key(self) -> u64 {
+        (self >> IPV6_DROPPED_BITS) as u64
+    }
+    fn key_is_exact(self) -> bool {
+        self.trailing_zeros() >= IPV6_DROPPED_BITS
+    }
+}
+
+/// The unit of a bucket's block. A block is one header word (the number of
+/// keys), the keys, then the values of the bucket's intervals. The values
+/// are 16-bit codes (see [`Intervals`]), or whole indexes in a wide block.
+trait Word: Copy + Ord + std::fmt::Debug {
+    fn header(keys: usize) -> Self;
+    fn key_count(self) -> usize;
+    fn push_codes(codes: &[u16], words: &mut Vec<Self>);
+    fn push_wide(values: &[u32], words: &mut Vec<Self>);
+    /// Reads the `index`th code from the words after the keys.
+    fn code(words: &[Self], index: usize) -> u16;
+    /// Reads the `index`th value from the words after the keys of a wide block.
+    fn wide(words: &[Self], index: usize) -> u32;
+}
+
+impl Word for u16 {
+    /// Returns the header for `keys` keys. A bucket of 2^16 addresses has at
+    /// most 2^16 - 1 interval starts after its first address, so it fits.
+    fn header(keys: usize) -> Self {
+        keys as u16
+    }
+    fn key_count(self) -> usize {
+        usize::from(self)
+    }
+    fn push_codes(codes: &[u16], words: &mut Vec<Self>) {
+        words.extend_from_slice(codes);
+    }
+    fn push_wide(values: &[u32], words: &mut Vec<Self>) {
+        for &value in values {
+            words.push(value as u16);
+            words.push((value >> 16) as u16);
+        }
+    }
+    #[inline]
+    fn code(words: &[Self], index: usize) -> u16 {
+        words[index]
+    }
+    #[inline]
+    fn wide(words: &[Self], index: usize) -> u32 {
+        u32::from(words[2 * index]) | u32::from(words[2 * index + 1]) << 16
+    }
+}
+
+impl Word for u64 {
+    fn header(keys: usize) -> Self {
+        keys as u64
+    }
+    fn key_count(self) -> usize {
+        self as usize
+    }
+    fn push_codes(codes: &[u16], words: &mut Vec<Self>) {
+        for chunk in codes.chunks(4) {
+            let word = chunk
+                .iter()
+                .rev()
+                .fold(0u64, |word, &code| word << 16 | u64::from(code));
+            words.push(word);
+        }
+    }
+    fn push_wide(values: &[u32], words: &mut Vec<Self>) {
+        for pair in values.chunks(2) {
+            let high = pair.get(1).copied().unwrap_or(NO_VALUE);
+            words.push(u64::from(pair[0]) | u64::from(high) << 32);
+        }
+    }
+    #[inline]
+    fn code(words: &[Self], index: usize) -> u16 {
+        (words[index / 4] >> ((index % 4) * 16)) as u16
+    }
+    #[inline]
+    fn wide(words: &[Self], index: usize) -> u32 {
+        (words[index / 2] >> ((index % 2) * 32)) as u32
     }
 }
 
@@ -174,23 +285,58 @@ struct Span<A, V> {
 
 const BUCKETS: usize = 1 << 16;
 
-/// Sorted disjoint intervals: `starts[i]..starts[i + 1]` maps to `values[i]`.
+/// Marks a bucket entry that is the value index of its whole bucket.
+const DIRECT: u32 = 1 << 31;
+/// Marks a bucket entry whose keys dropped bits (see
+/// [`Address::key_is_exact`]). A key equal to the address's is then checked
+/// against the exact starts.
+const INEXACT: u32 = 1 << 30;
+/// Marks a bucket entry whose block has whole value indexes, not codes.
+const WIDE: u32 = 1 << 29;
+/// The bits of a bucket entry that hold the block's offset.
+const OFFSET: u32 = WIDE - 1;
+
+/// The code for an interval covered by no prefix.
+const NO_CODE: u16 = u16::MAX;
+/// Buckets share a code base in groups of `1 << GROUP_BITS`: 64 buckets,
+/// so the bases take 4 KiB per address family.
+const GROUP_BITS: u32 = 6;
+
+/// Sorted disjoint intervals, found through the top 16 bits of an address.
+///
+/// A bucket that lies inside one interval has that interval's value as its
+/// entry. Any other bucket has a block in `blocks`, with a key for each
+/// interval that starts inside the bucket and a value for each of those
+/// intervals and for the one the bucket starts in.
+///
+/// A value is a 16-bit code added to the base of its group of 64 buckets.
+/// Values are numbered in the order of the prefixes' starts, so nearby
+/// buckets have nearby values. A look-up reads the entry, then one block:
+/// 4 bytes per interval for IPv4 and 10 for IPv6, so a bucket of up to 16
+/// IPv4 or 6 IPv6 intervals takes one or two cache lines.
 #[derive(Debug, Clone)]
-struct Intervals<A> {
-    starts: Vec<A>,
-    values: Vec<u32>,
-    /// For each 16-bit bucket, the interval containing the bucket's first
-    /// address; `BUCKETS + 1` entries, so a bucket's intervals are
-    /// `buckets[b]..=buckets[b + 1]`. Empty when there are no intervals.
+struct Intervals<A: Address> {
+    /// One entry per bucket (see [`DIRECT`], [`INEXACT`], [`WIDE`] and
+    /// [`OFFSET`]); empty when there are no intervals.
     buckets: Vec<u32>,
+    /// The lowest value in each group of buckets, which codes are added to.
+    bases: Vec<u32>,
+    blocks: Vec<A::Key>,
+    /// All interval starts and values, kept only when some block is inexact.
+    exact_starts: Vec<A>,
+    exact_values: Vec<u32>,
+    count: usize,
 }
 
 impl<A: Address> Intervals<A> {
     fn empty() -> Self {
         Intervals {
-            starts: Vec::new(),
-            values: Vec::new(),
             buckets: Vec::new(),
+            bases: Vec::new(),
+            blocks: Vec::new(),
+            exact_starts: Vec::new(),
+            exact_values: Vec::new(),
+            count: 0,
         }
     }
 
@@ -242,6 +388,10 @@ impl<A: Address> Intervals<A> {
                 None => value,
             };
             values.push(effective);
+            assert!(
+                values.len() < NO_VALUE as usize,
+                "range table has too many prefixes: at most 2^31 - 2 distinct ones fit"
+            );
             open.push((end, (values.len() - 1) as u32));
         }
 
@@ -257,26 +407,142 @@ impl<A: Address> Intervals<A> {
             out.push(from, NO_VALUE);
         }
 
-        let buckets = bucket_index(&out.starts);
+        Self::index(out.starts, out.values)
+    }
+
+    /// Sorts the intervals into buckets. `starts[0]` is the lowest address,
+    /// and `starts[i]..starts[i + 1]` maps to `values[i]`.
+    fn index(starts: Vec<A>, values: Vec<u32>) -> Self {
+        // For each bucket, the range of its intervals: the one its first
+        // address is in, then those that start inside it.
+        let mut spans = Vec::with_capacity(BUCKETS);
+        let mut first = 0;
+        for bucket in 0..BUCKETS {
+            let bucket_start = A::bucket_start(bucket);
+            while first + 1 < starts.len() && starts[first + 1] <= bucket_start {
+                first += 1;
+            }
+            let mut end = first + 1;
+            while end < starts.len() && starts[end].bucket() == bucket {
+                end += 1;
+            }
+            spans.push(first..end);
+        }
+
+        let bases: Vec<u32> = spans
+            .chunks(1 << GROUP_BITS)
+            .map(|group| {
+                group
+                    .iter()
+                    .filter(|span| span.len() > 1)
+                    .flat_map(|span| &values[span.clone()])
+                    .copied()
+                    .filter(|&value| value != NO_VALUE)
+                    .min()
+                    .unwrap_or(0)
+            })
+            .collect();
+
+        let mut buckets = Vec::with_capacity(BUCKETS);
+        let mut blocks = Vec::new();
+        let mut codes = Vec::new();
+        let mut any_inexact = false;
+        for (bucket, span) in spans.into_iter().enumerate() {
+            if span.len() == 1 {
+                buckets.push(DIRECT | values[span.start]);
+                continue;
+            }
+            let mut entry = u32::try_from(blocks.len())
+                .ok()
+                .filter(|&offset| offset <= OFFSET)
+                .expect("range table has too many intervals: its blocks exceed 2^29 words");
+            let inside = &starts[span.start + 1..span.end];
+            blocks.push(A::Key::header(inside.len()));
+            blocks.extend(inside.iter().map(|start| start.key()));
+            if !inside.iter().all(|start| start.key_is_exact()) {
+                entry |= INEXACT;
+                any_inexact = true;
+            }
+
+            let base = bases[bucket >> GROUP_BITS];
+            codes.clear();
+            for &value in &values[span.clone()] {
+                let code = match value {
+                    NO_VALUE => Some(NO_CODE),
+                    _ => value
+                        .checked_sub(base)
+                        .and_then(|code| u16::try_from(code).ok())
+                        .filter(|&code| code != NO_CODE),
+                };
+                match code {
+                    Some(code) => codes.push(code),
+                    None => break,
+                }
+            }
+            if codes.len() == span.len() {
+                A::Key::push_codes(&codes, &mut blocks);
+            } else {
+                A::Key::push_wide(&values[span], &mut blocks);
+                entry |= WIDE;
+            }
+            buckets.push(entry);
+        }
+
+        let count = starts.len();
+        let (exact_starts, exact_values) = if any_inexact {
+            (starts, values)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Intervals {
-            starts: out.starts,
-            values: out.values,
             buckets,
+            bases,
+            blocks,
+            exact_starts,
+            exact_values,
+            count,
         }
     }
 
     #[inline]
     fn lookup(&self, addr: A) -> u32 {
-        if self.starts.is_empty() {
-            return NO_VALUE;
-        }
         let bucket = addr.bucket();
-        let first = self.buckets[bucket] as usize;
-        let last = self.buckets[bucket + 1] as usize;
-        let candidates = &self.starts[first..=last.min(self.starts.len() - 1)];
-        // `starts[first] <= addr` is true by construction, so the count is at least 1.
-        let offset = candidates.partition_point(|&start| start <= addr);
-        self.values[first + offset.saturating_sub(1)]
+        let Some(&entry) = self.buckets.get(bucket) else {
+            return NO_VALUE;
+        };
+        if entry & DIRECT != 0 {
+            return entry & !DIRECT;
+        }
+        let offset = (entry & OFFSET) as usize;
+        let key_count = self.blocks[offset].key_count();
+        let keys = &self.blocks[offset + 1..=offset + key_count];
+        let key = addr.key();
+        // The number of intervals after the bucket's first that start at or
+        // before `addr`, which is the index of the one containing it.
+        let index = keys.partition_point(|&start| start <= key);
+        if entry & INEXACT != 0 && index > 0 && keys[index - 1] == key {
+            return self.exact_lookup(addr);
+        }
+        let values = &self.blocks[offset + 1 + key_count..];
+        if entry & WIDE != 0 {
+            return A::Key::wide(values, index);
+        }
+        match A::Key::code(values, index) {
+            NO_CODE => NO_VALUE,
+            code => self.bases[bucket >> GROUP_BITS] + u32::from(code),
+        }
+    }
+
+    /// Returns the value index for `addr` by searching every interval start.
+    /// It is used when the address's key equals a key that dropped bits.
+    #[cold]
+    fn exact_lookup(&self, addr: A) -> u32 {
+        let count = self.exact_starts.partition_point(|&start| start <= addr);
+        count
+            .checked_sub(1)
+            .and_then(|index| self.exact_values.get(index))
+            .copied()
+            .unwrap_or(NO_VALUE)
     }
 }
 
@@ -323,20 +589,6 @@ impl<A: Address> IntervalWriter<A> {
         self.starts.push(start);
         self.values.push(value);
     }
-}
-
-fn bucket_index<A: Address>(starts: &[A]) -> Vec<u32> {
-    let mut buckets = Vec::with_capacity(BUCKETS + 1);
-    let mut interval = 0usize;
-    for bucket in 0..BUCKETS {
-        let first_address = A::bucket_start(bucket);
-        while interval + 1 < starts.len() && starts[interval + 1] <= first_address {
-            interval += 1;
-        }
-        buckets.push(interval as u32);
-    }
-    buckets.push((starts.len() - 1) as u32);
-    buckets
 }
 
 #[cfg(test)]
@@ -389,9 +641,30 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_ipv6_uses_ipv4_table() {
-        let table = innermost(&[("192.0.2.0/24", 1), ("::ffff:0:0/96", 2)]);
+        let table = innermost(&[("192.0.2.0/24", 1), ("2001:db8::/32", 2)]);
         assert_eq!(table.lookup(ip("::ffff:192.0.2.7")), Some(&1));
         assert_eq!(table.lookup(ip("::ffff:198.51.100.1")), None);
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_ipv4() {
+        let table = innermost(&[
+            ("192.0.2.0/24", 1),
+            ("::ffff:0:0/96", 2),
+            ("::ffff:10.0.0.0/104", 3),
+            ("::ffff:10.1.0.0/112", 4),
+            ("10.1.0.0/16", 5),
+            ("::/0", 6),
+        ]);
+        assert_eq!(table.lookup(ip("192.0.2.7")), Some(&1));
+        assert_eq!(table.lookup(ip("198.51.100.1")), Some(&2));
+        assert_eq!(table.lookup(ip("::ffff:198.51.100.1")), Some(&2));
+        assert_eq!(table.lookup(ip("10.2.0.1")), Some(&3));
+        assert_eq!(table.lookup(ip("::ffff:10.2.0.1")), Some(&3));
+        // The later of two identical prefixes is the inner one.
+        assert_eq!(table.lookup(ip("10.1.0.1")), Some(&5));
+        assert_eq!(table.lookup(ip("::1")), Some(&6));
+        assert_eq!(table.lookup(ip("::ffff:0:1:0:0")), Some(&6));
     }
 
     #[test]
