@@ -1251,6 +1251,50 @@ mod tests {
     }
 
     #[test]
+    fn shared_mirror_url_keeps_client_region() {
+        use crate::policy::{ClientLabel, UpstreamKind};
+
+        let mut spec = PolicySpec::new("registry");
+        spec.upstreams.insert(
+            "registry".into(),
+            UpstreamSpec::new("https://registry.example"),
+        );
+        let mut shared = UpstreamSpec {
+            kind: UpstreamKind::BlobStore,
+            verify_blobs: true,
+            ..UpstreamSpec::new("")
+        };
+        for region in ["eu-a", "eu-b"] {
+            shared
+                .region_urls
+                .insert(region.into(), "https://eu.example".into());
+        }
+        spec.upstreams.insert("shared".into(), shared);
+        spec.rules.push(RuleSpec::new("eu", "shared"));
+        let labels = vec![
+            ClientLabel::new(Some("aws"), Some("eu-a")),
+            ClientLabel::new(Some("aws"), Some("eu-b")),
+        ];
+        let prefixes = [
+            ("198.51.100.0/24".parse().unwrap(), 0),
+            ("198.51.101.0/24".parse().unwrap(), 1),
+        ];
+        let policy = Policy::compile_with_labels(&spec, labels, &prefixes).unwrap();
+
+        for (peer, region) in [("198.51.100.9", "eu-a"), ("198.51.101.9", "eu-b")] {
+            let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))
+                .peer(peer)
+                .decide(&policy);
+            let candidates = decision.candidates();
+            assert_eq!(candidates[0].region, Some(region), "{peer}");
+            assert_eq!(
+                candidates[0].location,
+                format!("https://eu.example/containers/images/{DIGEST}")
+            );
+        }
+    }
+
+    #[test]
     fn region_without_mirror_goes_to_default() {
         let policy = regional_policy();
         let decision = Request::get(&format!("/v2/pause/blobs/{DIGEST}"))

@@ -181,15 +181,18 @@ impl Upstream {
     pub(crate) fn compute_label_chains(&mut self, label_regions: &[Option<&str>]) {
         let chain_for = |region: Option<&str>| -> Box<[u32]> {
             let mut chain = Vec::new();
-            self.for_each_base(region, |base, region| {
-                if region.is_some() {
-                    if let Some(index) = self
-                        .regional_entries
-                        .iter()
-                        .position(|(_, entry)| entry == base)
-                    {
-                        chain.push(index as u32);
-                    }
+            // Each entry is found by region name, not by base, because
+            // regions may share a base and a candidate must name the
+            // client's own region. `regional_entries` is sorted by region.
+            self.for_each_base(region, |_base, region| {
+                let Some(region) = region else {
+                    return;
+                };
+                let found = self
+                    .regional_entries
+                    .binary_search_by(|(name, _)| name.as_str().cmp(region));
+                if let Ok(index) = found {
+                    chain.push(index as u32);
                 }
             });
             chain.into_boxed_slice()
