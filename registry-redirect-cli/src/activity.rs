@@ -17,19 +17,24 @@
 //! [`RequestGuard`] marks a request's span, and [`Activity::expired`]
 //! completes when the current phase has run out of time.
 //!
-//! A change of phase wakes [`Activity::expired`] only when it moves the
-//! deadline before the one its timer is set for. Otherwise the timer fires
-//! at the old deadline, finds a later one, and waits again. So a stream of
-//! keep-alive requests sets no timer and wakes no task per request.
+//! The phase lives in two atomics, so a read and the start and end of a
+//! request take no lock and wake no task. [`Activity::expired`] is never
+//! woken by a change of phase. Instead its timer fires no later than the
+//! shorter of the two timeouts after it was set. A phase that starts after
+//! the timer was set ends no earlier than that, so the timer is never late
+//! for it. When the timer fires before the current deadline, it is set
+//! again. So a stream of keep-alive requests costs a few atomic operations
+//! and two clock reads per request, and a connection with a request in
+//! flight wakes once per shorter timeout.
 
 use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// The timeout that ended a connection.
@@ -42,45 +47,57 @@ pub enum Expiry {
     Idle,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    WaitingForRequest { since: Instant },
-    InFlight { requests: usize },
-    Idle { since: Instant },
-}
-
-impl Phase {
-    /// Returns the deadline of this phase, or `None` while a request is in
-    /// flight.
-    fn deadline(self, shared: &Shared) -> Option<(Instant, Expiry)> {
-        match self {
-            Phase::WaitingForRequest { since } => {
-                Some((since + shared.header_read_timeout, Expiry::HeaderRead))
-            }
-            Phase::Idle { since } => Some((since + shared.idle_timeout, Expiry::Idle)),
-            Phase::InFlight { .. } => None,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    phase: Phase,
-    /// The deadline that [`Activity::expired`] sleeps until, or `None`
-    /// when it waits for a change only (or has not started waiting).
-    armed: Option<Instant>,
-}
+/// The value of [`Shared::phase`] from the start of a request until the
+/// last request in flight ends. The other values carry one of the kinds
+/// below in their low two bits, and above them the nanoseconds from
+/// [`Shared::started`] to the start of the phase.
+const IN_FLIGHT: u64 = 0;
+const WAITING_FOR_REQUEST: u64 = 1;
+const IDLE: u64 = 2;
+const KIND_BITS: u32 = 2;
+const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
 
 #[derive(Debug)]
 struct Shared {
-    state: Mutex<State>,
-    /// Wakes [`Activity::expired`] when the deadline moves before `armed`.
-    changed: Notify,
+    started: Instant,
+    /// The requests in flight.
+    requests: AtomicUsize,
+    /// The current phase, encoded as [`IN_FLIGHT`] describes. Idle phases
+    /// compare by their start, so `fetch_max` keeps the latest one when
+    /// two HTTP/2 streams end at the same time.
+    phase: AtomicU64,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     /// False for HTTP/2, whose PING, SETTINGS and WINDOW_UPDATE frames
     /// arrive without a request. There, only requests end an idle period.
     reads_end_idle: bool,
+}
+
+impl Shared {
+    /// Encodes a phase of `kind` that starts at `since`.
+    fn phase_since(&self, kind: u64, since: Instant) -> u64 {
+        // Shifted by two bits, u64 nanoseconds still cover 146 years.
+        let nanos = since.saturating_duration_since(self.started).as_nanos() as u64;
+        (nanos << KIND_BITS) | kind
+    }
+
+    /// Returns the deadline of the current phase, or `None` while a
+    /// request is in flight.
+    fn deadline(&self) -> Option<(Instant, Expiry)> {
+        // A request that ends sets the idle phase after it lowers the
+        // count, so a zero count with the phase still `IN_FLIGHT` is that
+        // moment, and has no deadline either.
+        if self.requests.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let phase = self.phase.load(Ordering::SeqCst);
+        let since = self.started + Duration::from_nanos(phase >> KIND_BITS);
+        match phase & KIND_MASK {
+            WAITING_FOR_REQUEST => Some((since + self.header_read_timeout, Expiry::HeaderRead)),
+            IDLE => Some((since + self.idle_timeout, Expiry::Idle)),
+            _ => None,
+        }
+    }
 }
 
 /// The phase of one connection, shared by its I/O, its requests and its
@@ -100,11 +117,9 @@ impl Activity {
     ) -> Self {
         Activity {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    phase: Phase::WaitingForRequest { since: started },
-                    armed: None,
-                }),
-                changed: Notify::new(),
+                started,
+                requests: AtomicUsize::new(0),
+                phase: AtomicU64::new(WAITING_FOR_REQUEST),
                 header_read_timeout,
                 idle_timeout,
                 reads_end_idle,
@@ -112,101 +127,65 @@ impl Activity {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // The lock guards plain data that every update leaves whole, so a
-        // panic elsewhere while holding it leaves nothing half written.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Moves to `next`, and wakes [`Activity::expired`] if its timer would
-    /// fire after the new deadline.
-    fn enter(&self, mut state: MutexGuard<'_, State>, next: Phase) {
-        state.phase = next;
-        let earlier = match (next.deadline(&self.shared), state.armed) {
-            (Some((deadline, _)), Some(armed)) => deadline < armed,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        drop(state);
-        if earlier {
-            self.shared.changed.notify_one();
-        }
-    }
-
     fn bytes_read(&self) {
-        if !self.shared.reads_end_idle {
+        let shared = &*self.shared;
+        if !shared.reads_end_idle {
             return;
         }
-        let state = self.state();
-        if let Phase::Idle { .. } = state.phase {
-            let since = Instant::now();
-            self.enter(state, Phase::WaitingForRequest { since });
+        let phase = shared.phase.load(Ordering::SeqCst);
+        if phase & KIND_MASK == IDLE {
+            let waiting = shared.phase_since(WAITING_FOR_REQUEST, Instant::now());
+            // Fails only if a request started meanwhile, which ends the
+            // idle phase too.
+            let _ =
+                shared
+                    .phase
+                    .compare_exchange(phase, waiting, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
     /// Marks a request as in flight until the returned guard is dropped.
     pub fn request_started(&self) -> RequestGuard {
-        let state = self.state();
-        let requests = match state.phase {
-            Phase::InFlight { requests } => requests + 1,
-            Phase::WaitingForRequest { .. } | Phase::Idle { .. } => 1,
-        };
-        self.enter(state, Phase::InFlight { requests });
+        self.shared.requests.fetch_add(1, Ordering::SeqCst);
+        self.shared.phase.store(IN_FLIGHT, Ordering::SeqCst);
         RequestGuard {
             activity: self.clone(),
         }
     }
 
     fn request_finished(&self) {
-        let state = self.state();
-        let next = match state.phase {
-            Phase::InFlight { requests } if requests > 1 => Phase::InFlight {
-                requests: requests - 1,
-            },
-            _ => Phase::Idle {
-                since: Instant::now(),
-            },
-        };
-        self.enter(state, next);
-    }
-
-    /// Returns the deadline of the current phase, or `None` while a request
-    /// is in flight.
-    fn deadline(&self) -> Option<(Instant, Expiry)> {
-        self.state().phase.deadline(&self.shared)
-    }
-
-    /// Returns the deadline of the current phase, as [`Activity::deadline`]
-    /// does, and records it as the one the timer is set for.
-    fn arm(&self) -> Option<(Instant, Expiry)> {
-        let mut state = self.state();
-        let deadline = state.phase.deadline(&self.shared);
-        state.armed = deadline.map(|(at, _)| at);
-        deadline
+        let shared = &*self.shared;
+        if shared.requests.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let idle = shared.phase_since(IDLE, Instant::now());
+            shared.phase.fetch_max(idle, Ordering::SeqCst);
+        }
     }
 
     /// Completes when the current phase runs past its timeout, and returns
     /// which timeout it was. When the timer fires and the phase has a
     /// later deadline by then, it waits again until that one.
     pub async fn expired(&self) -> Expiry {
+        let shared = &*self.shared;
+        // At least 1 ms, the timer's resolution, so that a zero timeout
+        // cannot spin this loop while a request is in flight.
+        let shorter = shared
+            .header_read_timeout
+            .min(shared.idle_timeout)
+            .max(Duration::from_millis(1));
+        let mut sleep = pin!(tokio::time::sleep_until(shared.started));
         loop {
-            let changed = self.shared.changed.notified();
-            match self.arm() {
-                Some((deadline, expiry)) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => {
-                            if self.deadline() == Some((deadline, expiry)) {
-                                return expiry;
-                            }
-                        }
-                        _ = changed => {}
-                    }
-                }
-                None => changed.await,
-            }
+            // Read the clock before the phase. A phase that starts after
+            // the read then ends no earlier than `now + shorter`. The
+            // timer's 1 ms resolution covers the gap between a change's
+            // own clock read and its store.
+            let now = Instant::now();
+            let wake_at = match shared.deadline() {
+                Some((deadline, expiry)) if deadline <= now => return expiry,
+                Some((deadline, _)) => deadline.min(now + shorter),
+                None => now + shorter,
+            };
+            sleep.as_mut().reset(wake_at);
+            sleep.as_mut().await;
         }
     }
 
@@ -221,8 +200,8 @@ impl Activity {
     /// Sets the idle phase's clock from outside a request, for tests.
     #[cfg(test)]
     fn set_idle(&self, since: Instant) {
-        self.state().phase = Phase::Idle { since };
-        self.shared.changed.notify_one();
+        let idle = self.shared.phase_since(IDLE, since);
+        self.shared.phase.store(idle, Ordering::SeqCst);
     }
 }
 
@@ -321,6 +300,25 @@ mod tests {
         let waited = tokio::time::timeout(IDLE * 10, activity.expired()).await;
         assert!(waited.is_err(), "expired with a request in flight");
         drop(guard);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_starts_after_last_request() {
+        // Two overlapping HTTP/2 streams: the first ends at 1 s, the
+        // second at 100 s, past both timeouts.
+        let activity = Activity::new(Instant::now(), HEADER, IDLE, false);
+        let waiter = activity.clone();
+        let expired = tokio::spawn(async move { waiter.expired().await });
+        let first = activity.request_started();
+        let second = activity.request_started();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(99)).await;
+        assert!(!expired.is_finished(), "expired with a request in flight");
+        drop(second);
+        let finished = Instant::now();
+        assert_eq!(expired.await.unwrap(), Expiry::Idle);
+        assert_eq!(finished.elapsed(), IDLE);
     }
 
     #[tokio::test(start_paused = true)]
