@@ -152,9 +152,8 @@ impl<B> hyper::service::Service<Request<B>> for ConnectionService {
 
     fn call(&self, request: Request<B>) -> Self::Future {
         let request_guard = self.activity.request_started();
-        // `OwnRoutes` is always ready, so no `poll_ready` is needed. The
-        // clone copies reference-counted handles, not the policy.
-        let response = self.app.clone().call_with_peer(request, Some(self.client));
+        // `OwnRoutes` is always ready, so no `poll_ready` is needed.
+        let response = self.app.call_shared(request, Some(self.client));
         InFlight {
             response,
             _request_guard: request_guard,

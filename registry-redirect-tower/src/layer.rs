@@ -212,6 +212,45 @@ impl<S> RegistryRedirect<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
+        match self.respond(request, peer) {
+            Ok(response) => response,
+            Err(request) => ResponseFuture::inner(self.inner.call(request), self.metrics.clone()),
+        }
+    }
+
+    /// Handles `request` as [`RegistryRedirect::call_with_peer`] does, but
+    /// through a shared reference: a request outside `/v2` goes to a clone
+    /// of the inner service. A hyper service, whose `call` takes `&self`,
+    /// saves cloning `self` for each request, which costs an atomic
+    /// increment and decrement for each of the policy, metrics, checks and
+    /// resolver handles. A clone of the inner service must be ready
+    /// without `poll_ready`.
+    pub fn call_shared<ReqBody, ResBody>(
+        &self,
+        request: Request<ReqBody>,
+        peer: Option<IpAddr>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
+        match self.respond(request, peer) {
+            Ok(response) => response,
+            Err(request) => {
+                ResponseFuture::inner(self.inner.clone().call(request), self.metrics.clone())
+            }
+        }
+    }
+
+    /// Responds to a `/v2` request, or returns any other request for the
+    /// inner service.
+    // Boxing the returned request would allocate for every request
+    // outside `/v2`, and it is moved only once.
+    #[allow(clippy::result_large_err)]
+    fn respond<ReqBody, F>(
+        &self,
+        request: Request<ReqBody>,
+        peer: Option<IpAddr>,
+    ) -> Result<ResponseFuture<F>, Request<ReqBody>> {
         let started = Instant::now();
         let policy = self.policy.load();
         let view = RequestView::from_request(&request, peer);
@@ -220,7 +259,7 @@ impl<S> RegistryRedirect<S> {
             if let Some(metrics) = &self.metrics {
                 metrics.record_not_registry(started);
             }
-            return ResponseFuture::inner(self.inner.call(request), self.metrics.clone());
+            return Err(request);
         }
         if let (Some(checks), Outcome::Candidates { .. }) = (&self.checks, &decision.outcome) {
             let checks = checks.clone();
@@ -237,7 +276,7 @@ impl<S> RegistryRedirect<S> {
                     .map(|metrics| (metrics, self.policy.clone())),
                 started,
             );
-            return ResponseFuture::checked(Box::pin(checked));
+            return Ok(ResponseFuture::checked(Box::pin(checked)));
         }
         if let Some(resolver) = &self.resolver {
             if let Some(resolve) = ResolveRequest::from_decision(&decision, request.headers()) {
@@ -250,7 +289,7 @@ impl<S> RegistryRedirect<S> {
                     self.metrics.clone(),
                     started,
                 );
-                return ResponseFuture::resolved(Box::pin(resolved));
+                return Ok(ResponseFuture::resolved(Box::pin(resolved)));
             }
         }
 
@@ -270,7 +309,7 @@ impl<S> RegistryRedirect<S> {
         let response = decision
             .into_response()
             .map(|response| response.map(bytes::Bytes::from));
-        ResponseFuture::ready(response)
+        Ok(ResponseFuture::ready(response))
     }
 }
 
