@@ -184,7 +184,11 @@ const INVALID_LOCATION: Rejection = Rejection {
 /// Builds the HTML body of a redirect: a link to the location.
 pub fn redirect_html(status: StatusCode, location: &str) -> String {
     let text = status.canonical_reason().unwrap_or("Redirect");
-    let mut body = String::with_capacity(location.len() + text.len() + 24);
+    // The exact length of a body without escapes. Turning a `String`
+    // whose capacity is larger into `Bytes`, as the tower layer does,
+    // allocates a second time.
+    let capacity = "<a href=\"\">".len() + location.len() + text.len() + "</a>.\n".len();
+    let mut body = String::with_capacity(capacity);
     body.push_str("<a href=\"");
     push_html_escaped(&mut body, location);
     body.push_str("\">");
@@ -385,6 +389,21 @@ mod tests {
             headers: &headers,
         };
         assert!(decide(&policy, &view).into_response().is_none());
+    }
+
+    #[test]
+    fn redirect_html_capacity_is_exact() {
+        // A larger capacity makes `Bytes::from` allocate again.
+        let location = "https://registry.k8s.io/v2/pause/manifests/3.10";
+        for status in [StatusCode::TEMPORARY_REDIRECT, StatusCode::FOUND] {
+            let body = redirect_html(status, location);
+            assert_eq!(body.capacity(), body.len(), "{status}");
+            assert_eq!(
+                body.len(),
+                redirect_html_len(status, location.as_bytes()),
+                "{status}"
+            );
+        }
     }
 
     #[test]
