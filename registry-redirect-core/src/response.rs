@@ -155,6 +155,9 @@ fn set_head_length(response: &mut Response<String>, length: usize) {
         .insert(CONTENT_LENGTH, HeaderValue::from(length));
 }
 
+/// The length of a redirect's HTML body without its location and text.
+const REDIRECT_HTML_FRAME_LEN: usize = "<a href=\"".len() + "\">".len() + "</a>.\n".len();
+
 /// Returns the length of [`redirect_html`]'s body without building it.
 fn redirect_html_len(status: StatusCode, location: &[u8]) -> usize {
     let text = status.canonical_reason().unwrap_or("Redirect");
@@ -166,7 +169,7 @@ fn redirect_html_len(status: StatusCode, location: &[u8]) -> usize {
             _ => 1,
         })
         .sum();
-    "<a href=\"".len() + escaped + "\">".len() + text.len() + "</a>.\n".len()
+    REDIRECT_HTML_FRAME_LEN + escaped + text.len()
 }
 
 const RESOLVE_WITHOUT_CLIENT: Rejection = Rejection {
@@ -187,7 +190,7 @@ pub fn redirect_html(status: StatusCode, location: &str) -> String {
     // The exact length of a body without escapes. Turning a `String`
     // whose capacity is larger into `Bytes`, as the tower layer does,
     // allocates a second time.
-    let capacity = "<a href=\"\">".len() + location.len() + text.len() + "</a>.\n".len();
+    let capacity = REDIRECT_HTML_FRAME_LEN + location.len() + text.len();
     let mut body = String::with_capacity(capacity);
     body.push_str("<a href=\"");
     push_html_escaped(&mut body, location);
