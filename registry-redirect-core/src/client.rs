@@ -417,6 +417,17 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
 /// IPv4 network it maps (`::ffff:192.0.2.0/120` is `192.0.2.0/24`), the
 /// network that the [`canonical`] forms of its addresses fall in. Other
 /// networks, `::/0` among them, are returned unchanged.
+///
+/// ```
+/// use ipnet::IpNet;
+/// use registry_redirect_core::client::canonical_network;
+///
+/// let mapped: IpNet = "::ffff:192.0.2.0/120".parse().unwrap();
+/// assert_eq!(canonical_network(mapped), "192.0.2.0/24".parse::<IpNet>().unwrap());
+///
+/// let plain: IpNet = "2001:db8::/32".parse().unwrap();
+/// assert_eq!(canonical_network(plain), plain);
+/// ```
 pub fn canonical_network(net: IpNet) -> IpNet {
     let IpNet::V6(v6) = net.trunc() else {
         return net;

@@ -225,6 +225,29 @@ impl<S> RegistryRedirect<S> {
     /// increment and decrement for each of the policy, metrics, checks and
     /// resolver handles. A clone of the inner service must be ready
     /// without `poll_ready`.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    ///
+    /// use http::{Request, Response, StatusCode};
+    /// use registry_redirect_core::{Policy, PolicySpec, UpstreamSpec};
+    /// use registry_redirect_tower::{PolicyHandle, RegistryRedirect};
+    ///
+    /// let mut spec = PolicySpec::new("k8s");
+    /// spec.upstreams.insert("k8s".into(), UpstreamSpec::new("https://registry.k8s.io"));
+    /// let handle = PolicyHandle::new(Policy::compile(&spec).unwrap());
+    /// let inner = tower::service_fn(|_: Request<String>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
+    /// let service = RegistryRedirect::new(inner, handle);
+    ///
+    /// let request = Request::get("/v2/pause/manifests/3.10").body(String::new()).unwrap();
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let response = runtime
+    ///     .block_on(service.call_shared(request, Some("203.0.113.7".parse().unwrap())))
+    ///     .unwrap();
+    /// assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+    /// ```
     pub fn call_shared<ReqBody, ResBody>(
         &self,
         request: Request<ReqBody>,
