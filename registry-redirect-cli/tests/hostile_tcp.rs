@@ -612,6 +612,57 @@ fn blob_client_reaches_blob_store_over_tcp() {
     );
 }
 
+/// A second `Host` line, or a `Host` that is not a host and port, gets a
+/// 400 with an OCI error body, as RFC 9112 requires. The host that the
+/// rules match must not depend on which line a proxy in front of the
+/// server read.
+#[test]
+fn ambiguous_host_header_over_tcp() {
+    let server = Server::start("host-header");
+    let runtime = runtime();
+    // `send_raw` writes `Host: registry.example.test` first.
+    for headers in [
+        "Host: quay.io\r\n",
+        "Host: registry.example.test\r\n",
+        "X-Other: 1\r\nHost: quay.io\r\n",
+    ] {
+        for method in ["GET", "HEAD"] {
+            let response = send_raw(
+                &runtime,
+                server.addr,
+                UNTRUSTED,
+                method,
+                b"/v2/nginx/manifests/latest",
+                headers,
+            )
+            .unwrap_or_else(|error| panic!("{method} with {headers:?}: {error}"));
+            assert_eq!(
+                response.status, 400,
+                "{method} with {headers:?}: {response:?}"
+            );
+            assert_eq!(response.header("location"), None);
+            if method == "GET" {
+                assert_eq!(
+                    oci_error_code(&response.body).as_deref(),
+                    Ok("UNSUPPORTED"),
+                    "{headers:?}: {response:?}"
+                );
+            }
+        }
+    }
+    // Outside `/v2`, the server's own pages respond as before.
+    let response = send_raw(
+        &runtime,
+        server.addr,
+        UNTRUSTED,
+        "GET",
+        b"/",
+        "Host: quay.io\r\n",
+    )
+    .expect("a response");
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
 #[test]
 fn header_peer_addresses_are_loopback() {
     // The spoofing tests rely on 127.0.0.2 and 127.0.0.3 being local.

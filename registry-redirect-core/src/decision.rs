@@ -44,12 +44,14 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use http::header::HOST;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::client::{resolve_client, ClientAddress};
 use crate::path::{classify, PathError, RegistryPath, RequestKind};
 use crate::policy::{
-    canary_bucket, ApiVersionCheck, ClientLabel, Policy, Rule, Upstream, UpstreamKind,
+    canary_bucket, is_unreserved_or_sub_delim, ApiVersionCheck, ClientLabel, Policy, Rule,
+    Upstream, UpstreamKind,
 };
 
 /// The parts of a request that the core reads. Adapters build it from
@@ -164,7 +166,8 @@ impl fmt::Display for ErrorCode {
 /// An error response: status, OCI error code and message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejection {
-    /// The HTTP status: 404 or 405.
+    /// The HTTP status, a 4xx for a request the server cannot serve and a
+    /// 5xx for a fault of its own.
     pub status: StatusCode,
     /// The OCI error code for the body.
     pub code: ErrorCode,
@@ -430,8 +433,14 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
         outcome,
     };
 
-    let path = match classify(request.path) {
-        Ok(RegistryPath::NotRegistry) => return decision(None, Outcome::NotRegistry),
+    let path = classify(request.path);
+    if let Ok(RegistryPath::NotRegistry) = path {
+        return decision(None, Outcome::NotRegistry);
+    }
+    if let Some(rejection) = host_rejection(request.headers) {
+        return decision(None, Outcome::Reject(rejection));
+    }
+    let path = match path {
         Ok(path) => path,
         Err(error) => {
             let outcome = if is_read(request.method) {
@@ -635,6 +644,37 @@ const METHOD_NOT_ALLOWED: Rejection = Rejection {
     code: ErrorCode::Unsupported,
     message: "this registry is read-only: only GET and HEAD are allowed; push to the upstream registry directly",
 };
+
+/// Returns the 400 rejection that RFC 9112 (section 3.2) requires for a
+/// request with more than one `Host` line, or with a value that is not a
+/// host and optional port. Either could make the host that rules match
+/// differ from the host that a proxy in front of the server read.
+fn host_rejection(headers: &HeaderMap) -> Option<Rejection> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let first = hosts.next()?;
+    let message = if hosts.next().is_some() {
+        "the request has more than one Host header; send exactly one"
+    } else if !is_host_value(first.as_bytes()) {
+        "the Host header is not a host name or address with an optional port"
+    } else {
+        return None;
+    };
+    Some(Rejection {
+        status: StatusCode::BAD_REQUEST,
+        code: ErrorCode::Unsupported,
+        message,
+    })
+}
+
+/// Returns whether `value` has only the characters of `uri-host [":" port]`
+/// (RFC 3986): those of a registered name, an IPv4 address or an IP literal
+/// in brackets, and the port's colon and digits. The order of the parts is
+/// not checked. An empty value passes, because RFC 9110 allows it.
+fn is_host_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&byte| is_unreserved_or_sub_delim(byte) || matches!(byte, b':' | b'%' | b'[' | b']'))
+}
 
 fn path_rejection(error: PathError) -> Rejection {
     let code = match error {
@@ -1143,6 +1183,51 @@ mod tests {
             .unwrap();
         let view = RequestView::from_request(&request, None);
         assert_eq!(view.host, Some("h.example:5000"));
+    }
+
+    #[test]
+    fn host_header_must_be_one_host_and_port() {
+        let policy = policy();
+        for hosts in [
+            &["registry.example.com", "quay.io"][..],
+            &["quay.io", "quay.io"],
+            &["registry.example.com/v2"],
+            &["user@quay.io"],
+            &["quay.io extra"],
+        ] {
+            let mut request = Request::get("/v2/a/manifests/1");
+            for &host in hosts {
+                request = request.header("host", host);
+            }
+            let decision = request.decide(&policy);
+            let rejection = rejection(&decision);
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{hosts:?}");
+            assert_eq!(rejection.code, ErrorCode::Unsupported, "{hosts:?}");
+            assert!(rejection.message.contains("Host header"), "{hosts:?}");
+        }
+
+        for host in [
+            "quay.io:443",
+            "[2001:db8::1]:5000",
+            "192.0.2.1",
+            "xn--bcher-kva.example",
+            "",
+        ] {
+            let decision = Request::get("/v2/a/manifests/1")
+                .header("host", host)
+                .decide(&policy);
+            assert!(
+                matches!(decision.outcome, Outcome::Redirect { .. }),
+                "{host:?}: {decision}"
+            );
+        }
+
+        // Paths outside `/v2` go to the inner service unchecked.
+        let decision = Request::get("/healthz")
+            .header("host", "a.example")
+            .header("host", "b.example")
+            .decide(&policy);
+        assert!(matches!(decision.outcome, Outcome::NotRegistry));
     }
 
     #[test]

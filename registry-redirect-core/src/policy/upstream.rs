@@ -594,6 +594,12 @@ pub(crate) fn base_url(text: &str, kind: UpstreamKind) -> Result<String, String>
 /// Returns whether a query byte may appear as is (RFC 3986 `query`), apart
 /// from `%`, which needs two hex digits after it.
 fn is_query_byte(byte: u8) -> bool {
+    is_unreserved_or_sub_delim(byte) || matches!(byte, b':' | b'@' | b'/' | b'?')
+}
+
+/// Returns whether `byte` is an RFC 3986 `unreserved` or `sub-delims`
+/// character, which URI components other than the scheme allow as is.
+pub(crate) fn is_unreserved_or_sub_delim(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
         || matches!(
             byte,
@@ -611,10 +617,6 @@ fn is_query_byte(byte: u8) -> bool {
                 | b','
                 | b';'
                 | b'='
-                | b':'
-                | b'@'
-                | b'/'
-                | b'?'
         )
 }
 
