@@ -52,7 +52,7 @@ use registry_redirect_core::{Decision, Outcome, RequestKind};
 use crate::client::{build_request, ClientError, HttpClient, RequestError};
 use challenge::{bearer_challenge, BearerChallenge, ChallengeError};
 use documents::{blob_headers, document_headers, DocumentCache, NotCached, Reply};
-use token::{read_limited, TokenCache, TokenKey};
+use token::{check_realm_transport, read_limited, TokenCache, TokenKey};
 
 /// Settings of resolve mode, shared by every resolve-mode upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -686,6 +686,9 @@ impl Resolver {
         challenge: &BearerChallenge,
     ) -> Result<HeaderValue, ResolveError> {
         let credentials = request.settings.credentials.as_ref();
+        if credentials.is_some() {
+            check_realm_transport(&request.base, &challenge.realm)?;
+        }
         let mut authorization = self
             .inner
             .tokens

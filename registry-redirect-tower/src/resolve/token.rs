@@ -200,6 +200,25 @@ impl TokenCache {
     }
 }
 
+/// Rejects a token realm over plain `http` for an upstream reached over
+/// `https`, before the upstream's credentials are sent to it. The
+/// upstream chose the realm, and a downgrade would show the password to
+/// anyone on the path. An upstream configured with an `http` URL already
+/// travels in the clear, so its realm may use `http` too.
+pub(crate) fn check_realm_transport(base: &str, realm: &str) -> Result<(), ResolveError> {
+    let is_http = |url: &str| {
+        url.get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+    };
+    if is_http(realm) && !is_http(base) {
+        return Err(ResolveError::InvalidRealm {
+            realm: realm.to_owned(),
+            reason: "it uses http while the upstream uses https, and the upstream's credentials are sent to a token endpoint only over https".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Builds the token request URL: the realm with `service` and `scope`
 /// added to its query. Only `http` and `https` realms are accepted.
 pub(crate) fn token_url(challenge: &BearerChallenge, scope: &str) -> Result<String, ResolveError> {
@@ -346,6 +365,28 @@ mod tests {
                 matches!(error, ResolveError::InvalidRealm { .. }),
                 "{realm}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn credentials_not_sent_over_http_realm() {
+        let realm = "http://auth.example/token";
+        let error = check_realm_transport("https://registry.example", realm).unwrap_err();
+        assert!(
+            matches!(&error, ResolveError::InvalidRealm { realm: named, .. } if named == realm),
+            "{error}"
+        );
+        assert!(error.to_string().contains("only over https"), "{error}");
+        let uppercase_scheme =
+            check_realm_transport("https://registry.example", "HTTP://auth.example/token");
+        assert!(uppercase_scheme.is_err());
+
+        for (base, realm) in [
+            ("https://registry.example", "https://auth.example/token"),
+            ("http://127.0.0.1:5000", "http://127.0.0.1:5001/token"),
+            ("http://registry.lab", "https://auth.example/token"),
+        ] {
+            assert!(check_realm_transport(base, realm).is_ok(), "{base} {realm}");
         }
     }
 
