@@ -32,12 +32,7 @@ async fn manifest_fetched_with_token() {
     assert!(!headers.contains_key("www-authenticate"));
     assert_eq!(registry.token_requests(), 1);
 
-    let seen = registry
-        .state
-        .registry_authorization
-        .lock()
-        .unwrap()
-        .clone();
+    let seen = registry.registry_requests();
     let last = seen.last().unwrap();
     assert_eq!(last.0, "/v2/library/nginx/manifests/latest");
     assert_eq!(last.1.as_deref(), Some("Bearer token-1"));
@@ -140,12 +135,7 @@ async fn blob_redirect_passed_without_token() {
 
     // The registry got the token; the storage host is left to the client,
     // which needs none.
-    let seen = registry
-        .state
-        .registry_authorization
-        .lock()
-        .unwrap()
-        .clone();
+    let seen = registry.registry_requests();
     assert_eq!(seen.last().unwrap().1.as_deref(), Some("Bearer token-1"));
     assert!(!registry
         .state
@@ -300,6 +290,38 @@ async fn unreachable_upstream_gives_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains(r#""code":"UNAVAILABLE""#), "{text}");
+}
+
+/// The upstream links the next page of a tag list by its own repository
+/// name, under the path prefix. The client gets a link to this server for
+/// the name it asked for, and following it reaches the second page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_list_link_names_client_repository() {
+    let registry = FakeRegistry::start().await;
+    let policy = policy(&registry.url(), |upstream| {
+        upstream.path_prefix = Some("mirror".into());
+    });
+    let client = Client::new(policy, Some(resolver()));
+
+    let (status, headers, body) = client.get("/v2/team/app/tags/list?n=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        r#"{"name":"mirror/team/app","tags":["v1"]}"#.as_bytes()
+    );
+    let link = headers["link"].to_str().unwrap();
+    assert_eq!(link, r#"</v2/team/app/tags/list?last=v1&n=1>; rel="next""#);
+
+    let next = &link[1..link.find('>').unwrap()];
+    let (status, headers, body) = client.get(next).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        r#"{"name":"mirror/team/app","tags":["v2"]}"#.as_bytes()
+    );
+    assert!(!headers.contains_key("link"));
+    let seen = registry.registry_requests();
+    assert_eq!(seen.last().unwrap().0, "/v2/mirror/team/app/tags/list");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

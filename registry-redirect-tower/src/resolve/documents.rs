@@ -23,9 +23,7 @@ static DOCUMENT_HEADERS: [HeaderName; 5] = [
     CONTENT_TYPE,
     HeaderName::from_static("docker-content-digest"),
     HeaderName::from_static("docker-distribution-api-version"),
-    // Tag list pagination. NOTE: the link is passed on unchanged, so for an
-    // upstream with a path_prefix, or one that writes absolute links, the
-    // client's next page request names the wrong repository or host.
+    // Tag list and referrers pagination, rewritten by `rewrite_pagination_links`.
     LINK,
     // Referrers filtered by artifact type.
     HeaderName::from_static("oci-filters-applied"),
@@ -44,6 +42,65 @@ static BLOB_HEADERS: [HeaderName; 6] = [
 /// Copies the headers of a document reply from the upstream's response.
 pub(crate) fn document_headers(upstream: &HeaderMap) -> HeaderMap {
     copy_headers(upstream, &DOCUMENT_HEADERS)
+}
+
+/// Rewrites the pagination links in `headers` so that the client's next
+/// request comes back to this server for the repository it asked for.
+///
+/// A registry links the next page of a tag list or of referrers by its own
+/// path: `</v2/REPOSITORY/tags/list?n=2&last=b>; rel="next"`. Under a
+/// `path_prefix`, REPOSITORY is not the client's name, and an absolute
+/// link names the upstream's host. A link whose target is under `base`
+/// (as a URL or as a path) and under `repository` is rewritten to the path
+/// `/v2/NAME/...` on this server. Any other link is passed on unchanged.
+pub(crate) fn rewrite_pagination_links(
+    headers: &mut HeaderMap,
+    base: &str,
+    repository: &str,
+    name: &str,
+) {
+    if !headers.contains_key(LINK) {
+        return;
+    }
+    let links: Vec<HeaderValue> = headers
+        .get_all(LINK)
+        .iter()
+        .map(|link| {
+            rewrite_pagination_link(link, base, repository, name).unwrap_or_else(|| link.clone())
+        })
+        .collect();
+    headers.remove(LINK);
+    for link in links {
+        headers.append(LINK, link);
+    }
+}
+
+/// Returns `link` with its target rewritten as [`rewrite_pagination_links`] describes,
+/// or `None` when the target is not under `base` and `repository`.
+fn rewrite_pagination_link(
+    link: &HeaderValue,
+    base: &str,
+    repository: &str,
+    name: &str,
+) -> Option<HeaderValue> {
+    let text = link.to_str().ok()?;
+    let open = text.find('<')?;
+    let close = open + text[open..].find('>')?;
+    let target = &text[open + 1..close];
+    // The base's path, for a target written as a path: `/v2/` in `https://host/v2/`.
+    let base_path = base
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|slash| &rest[slash..]))?;
+    let below_base = target
+        .strip_prefix(base)
+        .or_else(|| target.strip_prefix(base_path))?;
+    let below_repository = below_base.strip_prefix(repository)?.strip_prefix('/')?;
+    let rewritten = format!(
+        "{}</v2/{name}/{below_repository}{}",
+        &text[..open],
+        &text[close..]
+    );
+    HeaderValue::from_str(&rewritten).ok()
 }
 
 /// Copies the headers of a blob reply from the upstream's response.
@@ -194,6 +251,56 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
         }
+    }
+
+    #[test]
+    fn pagination_links_name_client_repository() {
+        let base = "https://upstream.example/v2/";
+        let next = "</v2/app/tags/list?last=b&n=2>; rel=\"next\"";
+        for (upstream_link, expected) in [
+            // A path under the prefix, and an absolute URL of the upstream.
+            ("</v2/mirror/app/tags/list?last=b&n=2>; rel=\"next\"", next),
+            (
+                "<https://upstream.example/v2/mirror/app/tags/list?last=b&n=2>; rel=\"next\"",
+                next,
+            ),
+            (
+                "</v2/mirror/app/referrers/sha256:abc?n=1&last=x>; rel=\"next\"",
+                "</v2/app/referrers/sha256:abc?n=1&last=x>; rel=\"next\"",
+            ),
+            // Another repository that starts with the same letters, another
+            // host, and a value without a target stay as they are.
+            (
+                "</v2/mirror/apple/tags/list?n=2>; rel=\"next\"",
+                "</v2/mirror/apple/tags/list?n=2>; rel=\"next\"",
+            ),
+            (
+                "<https://other.example/v2/mirror/app/tags/list?n=2>; rel=\"next\"",
+                "<https://other.example/v2/mirror/app/tags/list?n=2>; rel=\"next\"",
+            ),
+            ("rel=\"next\"", "rel=\"next\""),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(LINK, HeaderValue::from_static(upstream_link));
+            rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
+            assert_eq!(headers[LINK], expected, "{upstream_link}");
+        }
+
+        // An upstream whose base has a path of its own.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static("</sub/v2/mirror/app/tags/list?n=2>"),
+        );
+        headers.append(LINK, HeaderValue::from_static("</elsewhere>"));
+        rewrite_pagination_links(
+            &mut headers,
+            "http://127.0.0.1:5000/sub/v2/",
+            "mirror/app",
+            "app",
+        );
+        let links: Vec<_> = headers.get_all(LINK).iter().collect();
+        assert_eq!(links, ["</v2/app/tags/list?n=2>", "</elsewhere>"]);
     }
 
     #[tokio::test]

@@ -51,7 +51,9 @@ use registry_redirect_core::{Decision, Outcome, RequestKind};
 
 use crate::client::{build_request, ClientError, HttpClient, RequestError};
 use challenge::{bearer_challenge, BearerChallenge, ChallengeError};
-use documents::{blob_headers, document_headers, DocumentCache, NotCached, Reply};
+use documents::{
+    blob_headers, document_headers, rewrite_pagination_links, DocumentCache, NotCached, Reply,
+};
 use token::{check_realm_transport, read_limited, TokenCache, TokenKey};
 
 /// Settings of resolve mode, shared by every resolve-mode upstream.
@@ -212,6 +214,9 @@ pub struct ResolveRequest {
     pub url: String,
     /// The repository name at the upstream, for the token scope.
     pub repository: String,
+    /// The repository name as clients of this server write it: `repository`
+    /// without the upstream's `path_prefix`. Pagination links name it.
+    pub name: String,
     /// The request kind.
     pub kind: RequestKind,
     /// Whether the response is addressed by digest.
@@ -249,6 +254,10 @@ impl ResolveRequest {
             base: target.base()?.to_owned(),
             url: url.clone(),
             repository: repository.clone(),
+            name: repository
+                .strip_prefix(target.path_prefix())
+                .unwrap_or(repository)
+                .to_owned(),
             kind: decision.kind?,
             by_digest: *by_digest,
             is_head: decision.is_head,
@@ -520,6 +529,12 @@ impl Resolver {
             return redirect_reply(&request.url, &response);
         }
         let mut headers = document_headers(response.headers());
+        rewrite_pagination_links(
+            &mut headers,
+            &request.base,
+            &request.repository,
+            &request.name,
+        );
         if request.is_head {
             if let Some(length) = response.headers().get(CONTENT_LENGTH) {
                 headers.insert(CONTENT_LENGTH, length.clone());

@@ -104,6 +104,12 @@ impl FakeRegistry {
         format!("http://{}", self.state.addr)
     }
 
+    /// Returns the path and `Authorization` of every registry request
+    /// after `/v2/`, in order.
+    pub fn registry_requests(&self) -> Vec<(String, Option<String>)> {
+        self.state.registry_authorization.lock().unwrap().clone()
+    }
+
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)
     }
@@ -157,6 +163,7 @@ async fn registry(State(state): State<Arc<RegistryState>>, request: Request) -> 
         .and_then(|rest| {
             rest.split_once("/manifests/")
                 .or(rest.split_once("/blobs/"))
+                .or(rest.split_once("/tags/"))
         })
         .map(|(name, _)| name.to_owned())
         .unwrap_or_default();
@@ -201,6 +208,31 @@ async fn registry(State(state): State<Arc<RegistryState>>, request: Request) -> 
             }
             BlobMode::Serve => serve_blob(request.headers()),
         };
+    }
+    if path.ends_with("/tags/list") {
+        // One tag a page, with the next page linked by path as
+        // docker-registry links it.
+        let last = request
+            .uri()
+            .query()
+            .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("last=")));
+        let (tag, link) = match last {
+            None => (
+                "v1",
+                Some(format!(
+                    "</v2/{repository}/tags/list?last=v1&n=1>; rel=\"next\""
+                )),
+            ),
+            Some(_) => ("v2", None),
+        };
+        let body = format!(r#"{{"name":"{repository}","tags":["{tag}"]}}"#);
+        let mut response = ([("content-type", "application/json")], body).into_response();
+        if let Some(link) = link {
+            response
+                .headers_mut()
+                .insert("link", HeaderValue::try_from(link).unwrap());
+        }
+        return response;
     }
     oci_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN")
 }
