@@ -345,6 +345,39 @@ async fn credentials_sent_to_token_endpoint() {
     assert_eq!(sent.as_deref(), Some("Basic cHVsbGVyOnNlY3JldA=="));
 }
 
+/// A reload that changes an upstream's password keeps the resolver and
+/// its caches. The next request fetches a token with the new password
+/// instead of using the token that the old one got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_credentials_fetch_new_token() {
+    let registry = FakeRegistry::start().await;
+    let with_password = |password: &str| {
+        let password = Password::new(password);
+        policy(&registry.url(), |upstream| {
+            upstream.credentials = Some(CredentialsSpec {
+                username: "puller".into(),
+                password_file: None,
+                password_env: Some("UNUSED".into()),
+                password: Some(password),
+            });
+        })
+    };
+    let resolver = resolver();
+
+    let before = Client::new(with_password("secret"), Some(resolver.clone()));
+    for _ in 0..2 {
+        assert_eq!(before.get("/v2/nginx/manifests/v1").await.0, StatusCode::OK);
+    }
+    assert_eq!(registry.token_requests(), 1);
+
+    let after = Client::new(with_password("rotated"), Some(resolver));
+    assert_eq!(after.get("/v2/nginx/manifests/v2").await.0, StatusCode::OK);
+    assert_eq!(registry.token_requests(), 2);
+    let sent = registry.state.token_authorization.lock().unwrap().clone();
+    // base64("puller:rotated")
+    assert_eq!(sent.as_deref(), Some("Basic cHVsbGVyOnJvdGF0ZWQ="));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_resolver_responds_503() {
     let registry = FakeRegistry::start().await;

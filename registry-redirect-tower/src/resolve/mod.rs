@@ -691,6 +691,11 @@ impl Resolver {
             realm: challenge.realm.clone(),
             service: challenge.service.clone(),
             scope: scope.to_owned(),
+            credentials: request
+                .settings
+                .credentials
+                .as_ref()
+                .map(|credentials| self.inner.tokens.credentials_id(credentials)),
         }
     }
 

@@ -9,6 +9,7 @@
 //! until shortly before it expires, and concurrent requests for the same
 //! scope share one token request.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,13 +34,18 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// The cache key of a token: the same scope at the same token endpoint,
-/// for the same upstream (whose credentials may differ from another's).
+/// for the same upstream (whose credentials may differ from another's),
+/// fetched with the same credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct TokenKey {
     pub(crate) upstream: String,
     pub(crate) realm: String,
     pub(crate) service: Option<String>,
     pub(crate) scope: String,
+    /// The [`TokenCache::credentials_id`] of the credentials sent to the
+    /// realm, so that a reload with other credentials fetches new tokens
+    /// instead of using those the old ones got.
+    pub(crate) credentials: Option<u64>,
 }
 
 /// A token and how long it may be cached.
@@ -113,6 +119,8 @@ pub(crate) fn parse_token_response(body: &[u8]) -> Result<(HeaderValue, Duration
 pub(crate) struct TokenCache {
     cache: Cache<TokenKey, Token>,
     fetched: AtomicU64,
+    /// A SipHash with a random key of this process, for `credentials_id`.
+    credentials_hasher: RandomState,
 }
 
 impl TokenCache {
@@ -125,7 +133,16 @@ impl TokenCache {
                 .expire_after(TokenExpiry)
                 .build(),
             fetched: AtomicU64::new(0),
+            credentials_hasher: RandomState::new(),
         }
+    }
+
+    /// Returns an id of the user name and password for token cache keys.
+    /// It is a keyed hash, so a key in memory or in `Debug` output shows
+    /// nothing of the password.
+    pub(crate) fn credentials_id(&self, credentials: &Credentials) -> u64 {
+        self.credentials_hasher
+            .hash_one((&credentials.username, credentials.password.expose()))
     }
 
     /// Returns the number of token requests sent.
