@@ -190,6 +190,7 @@ impl Config {
             .then(|| LoadedLabels::of(&loaded.ranges));
         let mut warnings = reader.unused_range_criteria(root, &parts.spec, labels.as_ref());
         warnings.extend(reader.unused_blob_checks(root, &policy));
+        warnings.extend(reader.networks_with_host_bits(root, &parts.spec));
         Ok(Config {
             listen: parts.listen.unwrap_or(DEFAULT_LISTEN),
             admin_listen: parts.admin_listen,

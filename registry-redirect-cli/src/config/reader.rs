@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use ipnet::IpNet;
 use registry_redirect_core::policy::{FieldPath, FieldSegment};
 use registry_redirect_core::{Policy, PolicySpec, RuleSpec, UpstreamSpec};
 use registry_redirect_tower::resolve::ResolverSettings;
@@ -410,6 +411,55 @@ impl<'a> Reader<'a> {
                 None
             }
         }
+    }
+
+    /// Collects a warning for each network in `trusted_proxies` or a rule's
+    /// `clients` with host bits set, such as `10.1.2.3/8`. It is read as its
+    /// network (`10.0.0.0/8`), which is seldom what a writer of one address
+    /// and a prefix length meant.
+    pub(crate) fn networks_with_host_bits(
+        &self,
+        root: &DeTable<'_>,
+        spec: &PolicySpec,
+    ) -> Vec<ConfigError> {
+        let mut lists = vec![(
+            FieldPath(vec![FieldSegment::Key("trusted_proxies".to_owned())]),
+            &spec.trusted_proxies,
+        )];
+        for (index, rule) in spec.rules.iter().enumerate() {
+            let path = FieldPath(vec![
+                FieldSegment::Key("rules".to_owned()),
+                FieldSegment::Index(index),
+                FieldSegment::Key("clients".to_owned()),
+            ]);
+            lists.push((path, &rule.clients));
+        }
+
+        let mut warnings = Vec::new();
+        for (path, values) in lists {
+            for (index, value) in values.iter().enumerate() {
+                let Ok(written) = value.trim().parse::<IpNet>() else {
+                    continue;
+                };
+                let network = written.trunc();
+                if network == written {
+                    continue;
+                }
+                let mut value_path = path.clone();
+                value_path.0.push(FieldSegment::Index(index));
+                let span = span_of_field(root, &value_path);
+                let single = IpNet::from(written.addr());
+                warnings.push(ConfigError {
+                    file: self.file.to_owned(),
+                    position: self.lines.position(span.start),
+                    message: format!(
+                        "warning: {value_path}: \"{value}\" has host bits set, so it is read as \
+                         {network} (write \"{network}\", or \"{single}\" for the one address)"
+                    ),
+                });
+            }
+        }
+        warnings
     }
 
     /// Collects a warning when `[blob_checks]` is set but no upstream has

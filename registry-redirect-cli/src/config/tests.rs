@@ -288,6 +288,32 @@ fn cloud_rules_warn_without_ranges() {
 }
 
 #[test]
+fn networks_with_host_bits_warn() {
+    let text = VALID
+        .replace(
+            "clients = [\"192.168.0.0/24\"]",
+            "clients = [\"192.168.0.0/24\", \"192.168.1.7/24\", \"10.0.0.9\"]",
+        )
+        .replace(
+            "default_upstream = \"k8s\"",
+            "default_upstream = \"k8s\"\ntrusted_proxies = [\"2001:db8::1/64\", \"10.0.0.0/8\"]",
+        );
+    let config = Config::parse("config.toml", &text).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "config.toml:3:20: warning: trusted_proxies[0]: \"2001:db8::1/64\" has host bits \
+             set, so it is read as 2001:db8::/64 (write \"2001:db8::/64\", or \"2001:db8::1/128\" \
+             for the one address)",
+            "config.toml:15:30: warning: rules[0].clients[1]: \"192.168.1.7/24\" has host bits \
+             set, so it is read as 192.168.1.0/24 (write \"192.168.1.0/24\", or \
+             \"192.168.1.7/32\" for the one address)",
+        ]
+    );
+}
+
+#[test]
 fn builtin_policy_compiles() {
     let config = Config::builtin().unwrap();
     assert_eq!(config.listen, DEFAULT_LISTEN);
