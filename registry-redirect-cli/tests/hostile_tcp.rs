@@ -13,7 +13,7 @@
 //!   header and no body. Such a request never reached the redirector, so
 //!   the OCI error body check applies only to `/v2` paths that did;
 //! - the server's own answer for a path outside `/v2` (`GET /` or 404);
-//! - for a `/v2` path: a 404 or 405 with an OCI error body, the 200 of the
+//! - for a `/v2` path: a 400, 404 or 405 with an OCI error body, the 200 of the
 //!   API version check, or a redirect whose `Location` is an upstream's URL
 //!   for the same repository.
 //!
@@ -309,7 +309,8 @@ enum Verdict {
     Hyper,
     /// Outside `/v2`: the server's own routes responded.
     Application,
-    /// 404 or 405 with an OCI error body.
+    /// 400 (user info in an absolute-form target), 404 or 405, with an OCI
+    /// error body.
     Rejected,
     /// 200 for the API version check.
     Answered,
@@ -402,7 +403,7 @@ fn judge(oracle: &LocationOracle, target: &Target, response: &Response) -> Resul
             }
             Ok(Verdict::Answered)
         }
-        404 | 405 => {
+        400 | 404 | 405 => {
             if response.header("content-type") != Some("application/json") {
                 return Err("a rejection without Content-Type: application/json".to_owned());
             }

@@ -50,8 +50,7 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::client::{resolve_client, ClientAddress};
 use crate::path::{classify, PathError, RegistryPath, RequestKind};
 use crate::policy::{
-    canary_bucket, is_unreserved_or_sub_delim, ApiVersionCheck, ClientLabel, Policy, Rule,
-    Upstream, UpstreamKind,
+    canary_bucket, ApiVersionCheck, ClientLabel, Policy, Rule, Upstream, UpstreamKind,
 };
 
 /// The parts of a request that the core reads. Adapters build it from
@@ -79,14 +78,16 @@ impl<'a> RequestView<'a> {
     /// HTTP/2), else from the `Host` header.
     pub fn from_request<B>(request: &'a http::Request<B>, peer: Option<IpAddr>) -> Self {
         let uri = request.uri();
+        // The whole authority, so that user info in it (`user@host`) is
+        // rejected as a Host with `@` would be. Rules ignore the port.
         let host = uri
             .authority()
-            .map(|authority| authority.host())
+            .map(|authority| authority.as_str())
             .or_else(|| {
                 request
                     .headers()
-                    .get(http::header::HOST)
-                    .and_then(|value| value.to_str().ok())
+                    .get(HOST)
+                    .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
             });
         RequestView {
             method: request.method(),
@@ -437,7 +438,7 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
     if let Ok(RegistryPath::NotRegistry) = path {
         return decision(None, Outcome::NotRegistry);
     }
-    if let Some(rejection) = host_rejection(request.headers) {
+    if let Some(rejection) = host_rejection(request) {
         return decision(None, Outcome::Reject(rejection));
     }
     let path = match path {
@@ -646,15 +647,23 @@ const METHOD_NOT_ALLOWED: Rejection = Rejection {
 };
 
 /// Returns the 400 rejection that RFC 9112 (section 3.2) requires for a
-/// request with more than one `Host` line, or with a value that is not a
+/// request with more than one `Host` line, or with a host that is not a
 /// host and optional port. Either could make the host that rules match
 /// differ from the host that a proxy in front of the server read.
-fn host_rejection(headers: &HeaderMap) -> Option<Rejection> {
-    let mut hosts = headers.get_all(HOST).iter();
-    let first = hosts.next()?;
-    let message = if hosts.next().is_some() {
+fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
+    let headers = request.headers;
+    // The map has more values than names only when some name repeats, so
+    // most requests skip the look-up of `Host`.
+    let repeated =
+        headers.len() != headers.keys_len() && headers.get_all(HOST).iter().nth(1).is_some();
+    // The checked host is the one rules match: the first `Host` line, or
+    // the authority of the request target, which the HTTP stack parsed.
+    let message = if repeated {
         "the request has more than one Host header; send exactly one"
-    } else if !is_host_value(first.as_bytes()) {
+    } else if request
+        .host
+        .is_some_and(|host| !is_host_value(host.as_bytes()))
+    {
         "the Host header is not a host name or address with an optional port"
     } else {
         return None;
@@ -666,14 +675,50 @@ fn host_rejection(headers: &HeaderMap) -> Option<Rejection> {
     })
 }
 
-/// Returns whether `value` has only the characters of `uri-host [":" port]`
-/// (RFC 3986): those of a registered name, an IPv4 address or an IP literal
-/// in brackets, and the port's colon and digits. The order of the parts is
-/// not checked. An empty value passes, because RFC 9110 allows it.
+/// The bytes of a host name, an IPv4 address and a port: letters, digits,
+/// `-`, `.`, `_` and `:`.
+static PLAIN_HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut index = 0;
+    while index < table.len() {
+        let byte = index as u8;
+        table[index] = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b':');
+        index += 1;
+    }
+    table
+};
+
+/// Returns whether `value` can be a host and optional port: a host name
+/// or IPv4 address of letters, digits, `-`, `.` and `_`, or an IP literal
+/// in brackets (with `%` for a zone), then `:` and the port.
+///
+/// RFC 3986 also allows `~` and the sub-delimiters (`!$&'()*+,;=`) in a
+/// registered name, but no DNS name has them, and a comma is what a proxy
+/// writes when it joins two `Host` lines into one. Outside the brackets,
+/// where the colons and the port's digits stand is not checked.
 fn is_host_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&byte| is_unreserved_or_sub_delim(byte) || matches!(byte, b':' | b'%' | b'[' | b']'))
+    // One table look-up per byte, without stopping early, because this runs
+    // on every request and host names are too short for a vectorized loop.
+    let allowed = value.iter().fold(true, |allowed, &byte| {
+        allowed & PLAIN_HOST_BYTES[usize::from(byte)]
+    });
+    if allowed {
+        return true;
+    }
+    // An IP literal: `[` first, one `]`, then nothing or a port.
+    let Some(literal) = value.strip_prefix(b"[") else {
+        return false;
+    };
+    let Some(close) = literal.iter().position(|&byte| byte == b']') else {
+        return false;
+    };
+    let (inside, after) = (&literal[..close], &literal[close + 1..]);
+    let port_ok =
+        after.is_empty() || (after[0] == b':' && after[1..].iter().all(u8::is_ascii_digit));
+    port_ok
+        && inside.iter().all(|&byte| {
+            byte.is_ascii_alphanumeric() || matches!(byte, b':' | b'.' | b'%' | b'-' | b'_')
+        })
 }
 
 fn path_rejection(error: PathError) -> Rejection {
@@ -1194,8 +1239,13 @@ mod tests {
             &["registry.example.com/v2"],
             &["user@quay.io"],
             &["quay.io extra"],
+            &["quay.io,registry.example.com"],
+            &["[2001:db8::1"],
+            &["[2001:db8::1]x"],
+            &["[2001:db8::1]:50a"],
         ] {
-            let mut request = Request::get("/v2/a/manifests/1");
+            // Adapters set the view's host from the first line.
+            let mut request = Request::get("/v2/a/manifests/1").host(hosts[0]);
             for &host in hosts {
                 request = request.header("host", host);
             }
@@ -1209,11 +1259,13 @@ mod tests {
         for host in [
             "quay.io:443",
             "[2001:db8::1]:5000",
+            "[fe80::1%25eth0]",
             "192.0.2.1",
             "xn--bcher-kva.example",
             "",
         ] {
             let decision = Request::get("/v2/a/manifests/1")
+                .host(host)
                 .header("host", host)
                 .decide(&policy);
             assert!(
@@ -1221,6 +1273,25 @@ mod tests {
                 "{host:?}: {decision}"
             );
         }
+
+        // A Host of UTF-8 text outside ASCII (not punycode) is rejected too,
+        // where it used to be read as no host.
+        let request = http::Request::get("/v2/a/manifests/1")
+            .header(
+                "host",
+                http::HeaderValue::from_bytes("bücher.example".as_bytes()).unwrap(),
+            )
+            .body(())
+            .unwrap();
+        let decision = decide(&policy, &RequestView::from_request(&request, None));
+        assert_eq!(rejection(&decision).status, StatusCode::BAD_REQUEST);
+
+        // User info in the target's authority, which a Host cannot carry.
+        let request = http::Request::get("http://user@quay.io/v2/a/manifests/1")
+            .body(())
+            .unwrap();
+        let decision = decide(&policy, &RequestView::from_request(&request, None));
+        assert_eq!(rejection(&decision).status, StatusCode::BAD_REQUEST);
 
         // Paths outside `/v2` go to the inner service unchecked.
         let decision = Request::get("/healthz")

@@ -9,7 +9,7 @@
 //! because the core must be safe for any `&str`, not only for what hyper
 //! lets through.
 //!
-//! Each outcome must be a 404 or 405 with an OCI error body, the 200 of the
+//! Each outcome must be a 400, 404 or 405 with an OCI error body, the 200 of the
 //! API version check, "not a registry request", or a redirect whose
 //! `Location` is an upstream's URL for the same repository, as
 //! `common::verdict` checks it.

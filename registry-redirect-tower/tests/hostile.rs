@@ -9,7 +9,7 @@
 //!
 //! - a path outside `/v2` reaches the application's own routes untouched,
 //!   with no `Location` and no registry headers;
-//! - a `/v2` path gets a 404 or 405 with an OCI error body, the 200 of the
+//! - a `/v2` path gets a 400, 404 or 405 with an OCI error body, the 200 of the
 //!   API version check, or a redirect whose `Location` is an upstream's URL
 //!   for the same repository; never a 5xx.
 
@@ -119,7 +119,8 @@ enum Verdict {
     NotAUri,
     /// Outside `/v2`: the application responded.
     Application,
-    /// 404 or 405 with an OCI error body.
+    /// 400 (user info in an absolute-form target), 404 or 405, with an OCI
+    /// error body.
     Rejected,
     /// 200 for the API version check.
     Answered,
@@ -230,7 +231,12 @@ async fn judge(
         }
         return Ok(Verdict::Answered);
     }
-    if status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
+    let rejections = [
+        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED,
+    ];
+    if !rejections.contains(&status) {
         return Err(format!("status {status} for a /v2 path"));
     }
     if header(&response, "content-type") != Some("application/json") {

@@ -71,7 +71,6 @@ use rule::{
     combine_classes, compile_hosts, compile_regions, compile_repositories, set_contains, Canary,
     ClientClass, RuleSets, NONE,
 };
-pub(crate) use upstream::is_unreserved_or_sub_delim;
 
 impl ClientLabel {
     /// Creates a label. An empty cloud or region counts as none.

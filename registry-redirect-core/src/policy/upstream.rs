@@ -599,7 +599,7 @@ fn is_query_byte(byte: u8) -> bool {
 
 /// Returns whether `byte` is an RFC 3986 `unreserved` or `sub-delims`
 /// character, which URI components other than the scheme allow as is.
-pub(crate) fn is_unreserved_or_sub_delim(byte: u8) -> bool {
+fn is_unreserved_or_sub_delim(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
         || matches!(
             byte,

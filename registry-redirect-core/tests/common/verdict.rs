@@ -1,5 +1,5 @@
 //! The rule every hostile request must meet, checked on a decision and on
-//! every response it can become: a 404 or 405 with an OCI error body, the
+//! every response it can become: a 400, 404 or 405 with an OCI error body, the
 //! 200 of the API version check, "not a registry request", or a redirect
 //! whose `Location` is an upstream's URL for the same repository. Never a
 //! 5xx, a header value that is not visible ASCII, or a `Location` elsewhere.
@@ -26,7 +26,8 @@ pub enum Verdict {
     UriRejected,
     /// Outside `/v2`: the core leaves it to the application.
     NotRegistry,
-    /// 404 or 405 with an OCI error body.
+    /// 400 (a `Host` or authority that is not a host and port), 404 or 405,
+    /// with an OCI error body.
     Rejected,
     /// 200 for the API version check.
     Answered,
@@ -98,7 +99,11 @@ impl Judge {
                 Ok(Verdict::NotRegistry)
             }
             Outcome::Reject(rejection) => {
-                let allowed = [StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED];
+                let allowed = [
+                    StatusCode::BAD_REQUEST,
+                    StatusCode::NOT_FOUND,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                ];
                 if !allowed.contains(&rejection.status) {
                     return Err(format!("rejected with {}", rejection.status));
                 }
