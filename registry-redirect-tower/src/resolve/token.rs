@@ -223,11 +223,13 @@ impl TokenCache {
 /// anyone on the path. An upstream configured with an `http` URL already
 /// travels in the clear, so its realm may use `http` too.
 pub(crate) fn check_realm_transport(base: &str, realm: &str) -> Result<(), ResolveError> {
-    let is_http = |url: &str| {
-        url.get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
-    };
-    if is_http(realm) && !is_http(base) {
+    // The realm is read as `token_url` reads it, because the URL parser
+    // takes spellings such as `http:host/token` and ` http://host` for
+    // `http://host/token`. A realm it cannot parse fails there.
+    let scheme_of = |url: &str| url::Url::parse(url).map(|url| url.scheme().to_owned());
+    let realm_is_http = scheme_of(realm).is_ok_and(|scheme| scheme == "http");
+    let base_is_http = scheme_of(base).is_ok_and(|scheme| scheme == "http");
+    if realm_is_http && !base_is_http {
         return Err(ResolveError::InvalidRealm {
             realm: realm.to_owned(),
             reason: "it uses http while the upstream uses https, and the upstream's credentials are sent to a token endpoint only over https".to_owned(),
@@ -394,9 +396,20 @@ mod tests {
             "{error}"
         );
         assert!(error.to_string().contains("only over https"), "{error}");
-        let uppercase_scheme =
-            check_realm_transport("https://registry.example", "HTTP://auth.example/token");
-        assert!(uppercase_scheme.is_err());
+        // Spellings that the URL parser reads as http.
+        for realm in [
+            "HTTP://auth.example/token",
+            "http:auth.example/token",
+            "http:/auth.example/token",
+            " http://auth.example/token",
+            "http:\\\\auth.example/token",
+            "ht\ttp://auth.example/token",
+        ] {
+            let parsed = url::Url::parse(realm).expect("the URL parser reads it");
+            assert_eq!(parsed.scheme(), "http", "{realm:?}");
+            let checked = check_realm_transport("https://registry.example", realm);
+            assert!(checked.is_err(), "{realm:?}");
+        }
 
         for (base, realm) in [
             ("https://registry.example", "https://auth.example/token"),
