@@ -228,6 +228,9 @@ pub enum Outcome<'p> {
         /// The repository name at the upstream, as token scopes name it
         /// (`library/nginx` for `nginx` on Docker Hub).
         repository: String,
+        /// The repository name as the client wrote it, which links to
+        /// further pages of a list must name for the client.
+        name: String,
         /// Whether the response is addressed by digest (a blob, or a
         /// manifest by digest), so that it never changes and may be
         /// cached until evicted.
@@ -632,6 +635,7 @@ fn resolve_outcome<'p>(
         target,
         url: target.location(base, path, query),
         repository: target.upstream_repository(path.name().unwrap_or_default()),
+        name: path.name().unwrap_or_default().to_owned(),
         by_digest,
     }
 }
@@ -1655,6 +1659,7 @@ mod tests {
             let Outcome::Resolve {
                 url,
                 repository,
+                name,
                 by_digest,
                 target,
                 ..
@@ -1674,6 +1679,12 @@ mod tests {
                 "library/nginx"
             };
             assert_eq!(repository, expected_repository);
+            let expected_name = if path.contains("team/app") {
+                "team/app"
+            } else {
+                "nginx"
+            };
+            assert_eq!(name, expected_name);
             assert_eq!(decision.outcome_name(), "resolve");
             assert_eq!(decision.status(), None);
             assert_eq!(decision.upstream_url(), Some(expected_url));

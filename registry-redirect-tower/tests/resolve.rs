@@ -345,6 +345,20 @@ async fn credentials_sent_to_token_endpoint() {
     assert_eq!(sent.as_deref(), Some("Basic cHVsbGVyOnNlY3JldA=="));
 }
 
+/// With `library_prefix`, the upstream's link names `library/nginx` for a
+/// client that asked for `nginx`: the client gets its own name back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_list_link_drops_library_prefix() {
+    let registry = FakeRegistry::start().await;
+    let client = Client::new(policy(&registry.url(), |_| {}), Some(resolver()));
+    let (status, headers, _) = client.get("/v2/nginx/tags/list?n=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["link"],
+        r#"</v2/nginx/tags/list?last=v1&n=1>; rel="next""#
+    );
+}
+
 /// A reload that changes an upstream's password keeps the resolver and
 /// its caches. The next request fetches a token with the new password
 /// instead of using the token that the old one got.

@@ -75,8 +75,10 @@ pub(crate) fn rewrite_pagination_links(
     }
 }
 
-/// Returns `link` with its target rewritten as [`rewrite_pagination_links`] describes,
-/// or `None` when the target is not under `base` and `repository`.
+/// Returns `link` with each target in it rewritten as
+/// [`rewrite_pagination_links`] describes, or `None` when no target is
+/// under `base` and `repository`. One value may hold several links, such
+/// as `<https://docs.example/>; rel="help", </v2/...>; rel="next"`.
 fn rewrite_pagination_link(
     link: &HeaderValue,
     base: &str,
@@ -84,22 +86,40 @@ fn rewrite_pagination_link(
     name: &str,
 ) -> Option<HeaderValue> {
     let text = link.to_str().ok()?;
-    let open = text.find('<')?;
-    let close = open + text[open..].find('>')?;
-    let target = &text[open + 1..close];
     // The base's path, for a target written as a path: `/v2/` in `https://host/v2/`.
     let base_path = base
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|slash| &rest[slash..]))?;
-    let below_base = target
-        .strip_prefix(base)
-        .or_else(|| target.strip_prefix(base_path))?;
-    let below_repository = below_base.strip_prefix(repository)?.strip_prefix('/')?;
-    let rewritten = format!(
-        "{}</v2/{name}/{below_repository}{}",
-        &text[..open],
-        &text[close..]
-    );
+    let mut rewritten = String::with_capacity(text.len() + name.len());
+    let mut changed = false;
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>').map(|offset| open + offset) else {
+            break;
+        };
+        let target = &rest[open + 1..close];
+        rewritten.push_str(&rest[..=open]);
+        let below_repository = target
+            .strip_prefix(base)
+            .or_else(|| target.strip_prefix(base_path))
+            .and_then(|below_base| below_base.strip_prefix(repository))
+            .and_then(|below| below.strip_prefix('/'));
+        match below_repository {
+            Some(below_repository) => {
+                rewritten.push_str("/v2/");
+                rewritten.push_str(name);
+                rewritten.push('/');
+                rewritten.push_str(below_repository);
+                changed = true;
+            }
+            None => rewritten.push_str(target),
+        }
+        rest = &rest[close..];
+    }
+    rewritten.push_str(rest);
+    if !changed {
+        return None;
+    }
     HeaderValue::from_str(&rewritten).ok()
 }
 
@@ -285,6 +305,20 @@ mod tests {
             rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
             assert_eq!(headers[LINK], expected, "{upstream_link}");
         }
+
+        // Several links in one value: only the one under the repository changes.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static(
+                "<https://docs.example/x>; rel=\"help\", </v2/mirror/app/tags/list?n=2&last=t2>; rel=\"next\"",
+            ),
+        );
+        rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
+        assert_eq!(
+            headers[LINK],
+            "<https://docs.example/x>; rel=\"help\", </v2/app/tags/list?n=2&last=t2>; rel=\"next\""
+        );
 
         // An upstream whose base has a path of its own.
         let mut headers = HeaderMap::new();

@@ -214,8 +214,8 @@ pub struct ResolveRequest {
     pub url: String,
     /// The repository name at the upstream, for the token scope.
     pub repository: String,
-    /// The repository name as clients of this server write it: `repository`
-    /// without the upstream's `path_prefix`. Pagination links name it.
+    /// The repository name as the client wrote it, which pagination links
+    /// name.
     pub name: String,
     /// The request kind.
     pub kind: RequestKind,
@@ -237,6 +237,7 @@ impl ResolveRequest {
             target,
             url,
             repository,
+            name,
             by_digest,
             ..
         } = &decision.outcome
@@ -254,10 +255,7 @@ impl ResolveRequest {
             base: target.base()?.to_owned(),
             url: url.clone(),
             repository: repository.clone(),
-            name: repository
-                .strip_prefix(target.path_prefix())
-                .unwrap_or(repository)
-                .to_owned(),
+            name: name.clone(),
             kind: decision.kind?,
             by_digest: *by_digest,
             is_head: decision.is_head,
