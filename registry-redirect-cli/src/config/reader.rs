@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use ipnet::IpNet;
+use registry_redirect_core::client::canonical_network;
 use registry_redirect_core::policy::{FieldPath, FieldSegment};
 use registry_redirect_core::{Policy, PolicySpec, RuleSpec, UpstreamSpec};
 use registry_redirect_tower::resolve::ResolverSettings;
@@ -448,12 +449,15 @@ impl<'a> Reader<'a> {
                 let mut value_path = path.clone();
                 value_path.0.push(FieldSegment::Index(index));
                 let span = span_of_field(root, &value_path);
-                let single = IpNet::from(written.addr());
+                // Shown as the server uses them: `::ffff:192.0.2.5/120` is
+                // the IPv4 network 192.0.2.0/24.
+                let network = canonical_network(network);
+                let single = canonical_network(IpNet::from(written.addr()));
                 warnings.push(ConfigError {
                     file: self.file.to_owned(),
                     position: self.lines.position(span.start),
                     message: format!(
-                        "warning: {value_path}: \"{value}\" has host bits set, so it is read as \
+                        "warning: {value_path}: {value:?} has host bits set, so it is read as \
                          {network} (write \"{network}\", or \"{single}\" for the one address)"
                     ),
                 });

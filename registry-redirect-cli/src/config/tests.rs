@@ -296,7 +296,8 @@ fn networks_with_host_bits_warn() {
         )
         .replace(
             "default_upstream = \"k8s\"",
-            "default_upstream = \"k8s\"\ntrusted_proxies = [\"2001:db8::1/64\", \"10.0.0.0/8\"]",
+            "default_upstream = \"k8s\"\n\
+             trusted_proxies = [\"2001:db8::1/64\", \"10.0.0.0/8\", \"::ffff:192.0.2.5/120\"]",
         );
     let config = Config::parse("config.toml", &text).unwrap();
     let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
@@ -306,6 +307,9 @@ fn networks_with_host_bits_warn() {
             "config.toml:3:20: warning: trusted_proxies[0]: \"2001:db8::1/64\" has host bits \
              set, so it is read as 2001:db8::/64 (write \"2001:db8::/64\", or \"2001:db8::1/128\" \
              for the one address)",
+            "config.toml:3:52: warning: trusted_proxies[2]: \"::ffff:192.0.2.5/120\" has host \
+             bits set, so it is read as 192.0.2.0/24 (write \"192.0.2.0/24\", or \
+             \"192.0.2.5/32\" for the one address)",
             "config.toml:15:30: warning: rules[0].clients[1]: \"192.168.1.7/24\" has host bits \
              set, so it is read as 192.168.1.0/24 (write \"192.168.1.0/24\", or \
              \"192.168.1.7/32\" for the one address)",
