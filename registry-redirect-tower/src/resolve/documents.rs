@@ -48,9 +48,9 @@ pub(crate) fn document_headers(upstream: &HeaderMap) -> HeaderMap {
 /// request comes back to this server for the repository it asked for.
 ///
 /// A registry links the next page of a tag list or of referrers by its own
-/// path: `</v2/REPOSITORY/tags/list?n=2&last=b>; rel="next"`. Under a
-/// `path_prefix`, REPOSITORY is not the client's name, and an absolute
-/// link names the upstream's host. A link whose target is under `base`
+/// path: `</v2/REPOSITORY/tags/list?n=2&last=b>; rel="next"`. With a
+/// `path_prefix` or `library/` added, REPOSITORY is not the client's name,
+/// and an absolute link names the upstream's host. A link whose target is under `base`
 /// (as a URL or as a path) and under `repository` is rewritten to the path
 /// `/v2/NAME/...` on this server. Any other link is passed on unchanged.
 pub(crate) fn rewrite_pagination_links(
