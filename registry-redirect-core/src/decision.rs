@@ -662,12 +662,17 @@ fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
         headers.len() != headers.keys_len() && headers.get_all(HOST).iter().nth(1).is_some();
     // The checked host is the one rules match: the first `Host` line, or
     // the authority of the request target, which the HTTP stack parsed.
+    // Without one, a `Host` line may still be there that an adapter could
+    // not read as text (bytes that are not UTF-8).
+    let invalid = match request.host {
+        Some(host) => !is_host_value(host.as_bytes()),
+        None => headers
+            .get(HOST)
+            .is_some_and(|value| !is_host_value(value.as_bytes())),
+    };
     let message = if repeated {
         "the request has more than one Host header; send exactly one"
-    } else if request
-        .host
-        .is_some_and(|host| !is_host_value(host.as_bytes()))
-    {
+    } else if invalid {
         "the Host header is not a host name or address with an optional port"
     } else {
         return None;
@@ -693,23 +698,33 @@ static PLAIN_HOST_BYTES: [bool; 256] = {
 };
 
 /// Returns whether `value` can be a host and optional port: a host name
-/// or IPv4 address of letters, digits, `-`, `.` and `_`, or an IP literal
-/// in brackets (with `%` for a zone), then `:` and the port.
+/// or IPv4 address of letters, digits, `-`, `.` and `_`, or an IPv6
+/// address in brackets (with `%25` and a zone), then `:` and the port's
+/// digits.
 ///
 /// RFC 3986 also allows `~` and the sub-delimiters (`!$&'()*+,;=`) in a
 /// registered name, but no DNS name has them, and a comma is what a proxy
-/// writes when it joins two `Host` lines into one. Outside the brackets,
-/// where the colons and the port's digits stand is not checked.
+/// writes when it joins two `Host` lines into one.
 fn is_host_value(value: &[u8]) -> bool {
     // One table look-up per byte, without stopping early, because this runs
     // on every request and host names are too short for a vectorized loop.
-    let allowed = value.iter().fold(true, |allowed, &byte| {
-        allowed & PLAIN_HOST_BYTES[usize::from(byte)]
+    let (plain, colons) = value.iter().fold((true, 0), |(plain, colons), &byte| {
+        (
+            plain & PLAIN_HOST_BYTES[usize::from(byte)],
+            colons + usize::from(byte == b':'),
+        )
     });
-    if allowed {
-        return true;
+    if plain {
+        return match colons {
+            0 => true,
+            1 => value
+                .rsplit(|&byte| byte == b':')
+                .next()
+                .is_some_and(|port| port.iter().all(u8::is_ascii_digit)),
+            _ => false,
+        };
     }
-    // An IP literal: `[` first, one `]`, then nothing or a port.
+    // An IPv6 literal: `[`, the address, `]`, then nothing or a port.
     let Some(literal) = value.strip_prefix(b"[") else {
         return false;
     };
@@ -719,10 +734,14 @@ fn is_host_value(value: &[u8]) -> bool {
     let (inside, after) = (&literal[..close], &literal[close + 1..]);
     let port_ok =
         after.is_empty() || (after[0] == b':' && after[1..].iter().all(u8::is_ascii_digit));
-    port_ok
-        && inside.iter().all(|&byte| {
-            byte.is_ascii_alphanumeric() || matches!(byte, b':' | b'.' | b'%' | b'-' | b'_')
-        })
+    // The zone (RFC 6874: `%25` and a name) is not checked further.
+    let address = inside
+        .split(|&byte| byte == b'%')
+        .next()
+        .unwrap_or_default();
+    let is_ipv6 =
+        std::str::from_utf8(address).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok());
+    port_ok && is_ipv6
 }
 
 fn path_rejection(error: PathError) -> Rejection {
@@ -1247,6 +1266,10 @@ mod tests {
             &["[2001:db8::1"],
             &["[2001:db8::1]x"],
             &["[2001:db8::1]:50a"],
+            &["[registry.example.com]:5000"],
+            &["[]"],
+            &["registry.example.com:abc"],
+            &["registry.example.com:5000:1"],
         ] {
             // Adapters set the view's host from the first line.
             let mut request = Request::get("/v2/a/manifests/1").host(hosts[0]);
@@ -1264,6 +1287,9 @@ mod tests {
             "quay.io:443",
             "[2001:db8::1]:5000",
             "[fe80::1%25eth0]",
+            "[::1]",
+            "localhost:5000",
+            "registry.example.com.",
             "192.0.2.1",
             "xn--bcher-kva.example",
             "",
@@ -1289,6 +1315,28 @@ mod tests {
             .unwrap();
         let decision = decide(&policy, &RequestView::from_request(&request, None));
         assert_eq!(rejection(&decision).status, StatusCode::BAD_REQUEST);
+
+        // A Host that is not UTF-8, which the view cannot carry as its host.
+        let headers = {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HOST,
+                http::HeaderValue::from_bytes(b"b\xfccher.example").unwrap(),
+            );
+            headers
+        };
+        let view = RequestView {
+            method: &Method::GET,
+            path: "/v2/a/manifests/1",
+            query: None,
+            host: None,
+            peer: None,
+            headers: &headers,
+        };
+        assert_eq!(
+            rejection(&decide(&policy, &view)).status,
+            StatusCode::BAD_REQUEST
+        );
 
         // User info in the target's authority, which a Host cannot carry.
         let request = http::Request::get("http://user@quay.io/v2/a/manifests/1")

@@ -293,11 +293,13 @@ const HOSTILE: &[&str] = &[
     "A",
 ];
 
-/// Returns whether `host` has only the characters of a host name, an IPv4
-/// address and a port, which every `Host` made of them may have.
+/// Returns whether `host` is a host name or IPv4 address and an optional
+/// port: letters, digits, `-`, `.` and `_`, then at most one `:` and digits.
 fn is_plain_host(host: &str) -> bool {
-    host.bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || b"-._:".contains(&byte))
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    name.bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"-._".contains(&byte))
+        && port.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 /// A valid path with hostile fragments inserted at character boundaries.
