@@ -93,7 +93,7 @@ fn rewrite_pagination_link(
     let mut rewritten = String::with_capacity(text.len() + name.len());
     let mut changed = false;
     let mut rest = text;
-    while let Some(open) = rest.find('<') {
+    while let Some(open) = find_target_start(rest) {
         let Some(close) = rest[open..].find('>').map(|offset| open + offset) else {
             break;
         };
@@ -121,6 +121,25 @@ fn rewrite_pagination_link(
         return None;
     }
     HeaderValue::from_str(&rewritten).ok()
+}
+
+/// Returns the position of the next `<` that starts a link target in
+/// `text`, skipping quoted parameter values such as `title="a<b"` (RFC
+/// 8288), where a `<` is only text.
+fn find_target_start(text: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (index, byte) in text.bytes().enumerate() {
+        match (quoted, escaped, byte) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => quoted = false,
+            (false, _, b'"') => quoted = true,
+            (false, _, b'<') => return Some(index),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Copies the headers of a blob reply from the upstream's response.
@@ -318,6 +337,20 @@ mod tests {
         assert_eq!(
             headers[LINK],
             "<https://docs.example/x>; rel=\"help\", </v2/app/tags/list?n=2&last=t2>; rel=\"next\""
+        );
+
+        // A `<` inside a quoted parameter is text, not the start of a link.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LINK,
+            HeaderValue::from_static(
+                "<https://docs.example/>; title=\"a<b \\\"q\\\" </v2/mirror/app/x>\", </v2/mirror/app/tags/list?last=a>; rel=\"next\"",
+            ),
+        );
+        rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
+        assert_eq!(
+            headers[LINK],
+            "<https://docs.example/>; title=\"a<b \\\"q\\\" </v2/mirror/app/x>\", </v2/app/tags/list?last=a>; rel=\"next\""
         );
 
         // An upstream whose base has a path of its own.
