@@ -684,14 +684,14 @@ fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
     })
 }
 
-/// The bytes of a host name, an IPv4 address and a port: letters, digits,
-/// `-`, `.`, `_` and `:`.
-static PLAIN_HOST_BYTES: [bool; 256] = {
+/// The bytes of a host name or an IPv4 address: letters, digits, `-`, `.`
+/// and `_`.
+static NAME_BYTES: [bool; 256] = {
     let mut table = [false; 256];
     let mut index = 0;
     while index < table.len() {
         let byte = index as u8;
-        table[index] = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b':');
+        table[index] = byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_');
         index += 1;
     }
     table
@@ -708,20 +708,20 @@ static PLAIN_HOST_BYTES: [bool; 256] = {
 fn is_host_value(value: &[u8]) -> bool {
     // One table look-up per byte, without stopping early, because this runs
     // on every request and host names are too short for a vectorized loop.
-    let (plain, colons) = value.iter().fold((true, 0), |(plain, colons), &byte| {
-        (
-            plain & PLAIN_HOST_BYTES[usize::from(byte)],
-            colons + usize::from(byte == b':'),
-        )
-    });
-    if plain {
-        return match colons {
-            0 => true,
-            1 => value
-                .rsplit(|&byte| byte == b':')
-                .next()
-                .is_some_and(|port| port.iter().all(u8::is_ascii_digit)),
-            _ => false,
+    let is_name = |bytes: &[u8]| {
+        bytes.iter().fold(true, |is_name, &byte| {
+            is_name & NAME_BYTES[usize::from(byte)]
+        })
+    };
+    if is_name(value) {
+        return true;
+    }
+    if value.first() != Some(&b'[') {
+        return match value.iter().position(|&byte| byte == b':') {
+            Some(colon) => {
+                is_name(&value[..colon]) && value[colon + 1..].iter().all(u8::is_ascii_digit)
+            }
+            None => false,
         };
     }
     // An IPv6 literal: `[`, the address, `]`, then nothing or a port.
