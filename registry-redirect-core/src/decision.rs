@@ -716,6 +716,7 @@ fn is_host_value(value: &[u8]) -> bool {
     if is_name(value) {
         return true;
     }
+
     if value.first() != Some(&b'[') {
         return match value.iter().position(|&byte| byte == b':') {
             Some(colon) => {
@@ -724,6 +725,7 @@ fn is_host_value(value: &[u8]) -> bool {
             None => false,
         };
     }
+
     // An IPv6 literal: `[`, the address, `]`, then nothing or a port.
     let Some(literal) = value.strip_prefix(b"[") else {
         return false;
@@ -734,6 +736,7 @@ fn is_host_value(value: &[u8]) -> bool {
     let (inside, after) = (&literal[..close], &literal[close + 1..]);
     let port_ok =
         after.is_empty() || (after[0] == b':' && after[1..].iter().all(u8::is_ascii_digit));
+
     // The zone (RFC 6874: `%25` and a name) is not checked further.
     let address = inside
         .split(|&byte| byte == b'%')

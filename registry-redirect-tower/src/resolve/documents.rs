@@ -318,40 +318,22 @@ mod tests {
                 "<https://other.example/v2/mirror/app/tags/list?n=2>; rel=\"next\"",
             ),
             ("rel=\"next\"", "rel=\"next\""),
+            // Several links in one value: only the one under the repository changes.
+            (
+                "<https://docs.example/x>; rel=\"help\", </v2/mirror/app/tags/list?n=2&last=t2>; rel=\"next\"",
+                "<https://docs.example/x>; rel=\"help\", </v2/app/tags/list?n=2&last=t2>; rel=\"next\"",
+            ),
+            // A `<` inside a quoted parameter is text, not the start of a link.
+            (
+                "<https://docs.example/>; title=\"a<b \\\"q\\\" </v2/mirror/app/x>\", </v2/mirror/app/tags/list?last=a>; rel=\"next\"",
+                "<https://docs.example/>; title=\"a<b \\\"q\\\" </v2/mirror/app/x>\", </v2/app/tags/list?last=a>; rel=\"next\"",
+            ),
         ] {
             let mut headers = HeaderMap::new();
             headers.insert(LINK, HeaderValue::from_static(upstream_link));
             rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
             assert_eq!(headers[LINK], expected, "{upstream_link}");
         }
-
-        // Several links in one value: only the one under the repository changes.
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            LINK,
-            HeaderValue::from_static(
-                "<https://docs.example/x>; rel=\"help\", </v2/mirror/app/tags/list?n=2&last=t2>; rel=\"next\"",
-            ),
-        );
-        rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
-        assert_eq!(
-            headers[LINK],
-            "<https://docs.example/x>; rel=\"help\", </v2/app/tags/list?n=2&last=t2>; rel=\"next\""
-        );
-
-        // A `<` inside a quoted parameter is text, not the start of a link.
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            LINK,
-            HeaderValue::from_static(
-                "<https://docs.example/>; title=\"a<b \\\"q\\\" </v2/mirror/app/x>\", </v2/mirror/app/tags/list?last=a>; rel=\"next\"",
-            ),
-        );
-        rewrite_pagination_links(&mut headers, base, "mirror/app", "app");
-        assert_eq!(
-            headers[LINK],
-            "<https://docs.example/>; title=\"a<b \\\"q\\\" </v2/mirror/app/x>\", </v2/app/tags/list?last=a>; rel=\"next\""
-        );
 
         // An upstream whose base has a path of its own.
         let mut headers = HeaderMap::new();

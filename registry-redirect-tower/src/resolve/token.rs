@@ -226,10 +226,8 @@ pub(crate) fn check_realm_transport(base: &str, realm: &str) -> Result<(), Resol
     // The realm is read as `token_url` reads it, because the URL parser
     // takes spellings such as `http:host/token` and ` http://host` for
     // `http://host/token`. A realm it cannot parse fails there.
-    let scheme_of = |url: &str| url::Url::parse(url).map(|url| url.scheme().to_owned());
-    let realm_is_http = scheme_of(realm).is_ok_and(|scheme| scheme == "http");
-    let base_is_http = scheme_of(base).is_ok_and(|scheme| scheme == "http");
-    if realm_is_http && !base_is_http {
+    let is_http = |url: &str| url::Url::parse(url).is_ok_and(|url| url.scheme() == "http");
+    if is_http(realm) && !is_http(base) {
         return Err(ResolveError::InvalidRealm {
             realm: realm.to_owned(),
             reason: "it uses http while the upstream uses https, and the upstream's credentials are sent to a token endpoint only over https".to_owned(),
