@@ -87,7 +87,9 @@ impl<'a> RequestView<'a> {
                 request
                     .headers()
                     .get(HOST)
-                    .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+                    // A host of other bytes is not a host; `decide` finds
+                    // the header and rejects it.
+                    .and_then(|value| value.to_str().ok())
             });
         RequestView {
             method: request.method(),
@@ -429,6 +431,7 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
     let classification = policy.classify_client(client.addr);
     let (client_rules, label) = (classification.rules, classification.label);
     let is_head = request.method == Method::HEAD;
+    let is_read = is_head || request.method == Method::GET;
     let decision = |kind, outcome| Decision {
         kind,
         client,
@@ -447,7 +450,7 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
     let path = match path {
         Ok(path) => path,
         Err(error) => {
-            let outcome = if is_read(request.method) {
+            let outcome = if is_read {
                 Outcome::Reject(path_rejection(error))
             } else {
                 Outcome::Reject(METHOD_NOT_ALLOWED)
@@ -456,14 +459,20 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
         }
     };
     let kind = path.kind();
-    if !is_read(request.method) {
+    if !is_read {
         return decision(kind, Outcome::Reject(METHOD_NOT_ALLOWED));
     }
     let Some(kind) = kind else {
         return decision(None, Outcome::Reject(unsupported_rejection(&path)));
     };
 
-    let host = requested_host(request.query, request.host);
+    // Working out the host scans the query and the host, so it is left
+    // out when no rule could use it.
+    let host = if policy.matches_hosts() {
+        requested_host(request.query, request.host)
+    } else {
+        None
+    };
     let name = path.name();
     let route = choose_route(policy, client_rules, label, kind, name, host, client.addr);
     let resolves = route.upstream.resolve().is_some();
@@ -541,6 +550,35 @@ fn redirect_outcome<'p>(
 ) -> Outcome<'p> {
     let is_blob = kind == RequestKind::Blob;
     let default = policy.default_upstream();
+    let status = policy.redirect_status();
+    // Without runtime checks only the first candidate counts: the chosen
+    // upstream's first base for the client, else the default's.
+    let checked =
+        !std::ptr::eq(route.upstream, default) && route.upstream.needs_runtime_check(is_blob);
+    if !checked {
+        let first = route
+            .upstream
+            .first_label_base(label)
+            .map(|(base, region)| (route.upstream, base, region))
+            .or_else(|| {
+                default
+                    .first_label_base(label)
+                    .map(|(base, region)| (default, base, region))
+            });
+        if let Some((target, base, region)) = first {
+            if target.resolve().is_some() {
+                return resolve_outcome(route, target, base, path, query);
+            }
+            return Outcome::Redirect {
+                status,
+                location: target.location(base, path, query),
+                route,
+                target,
+                region,
+            };
+        }
+    }
+
     let mut first: Option<(&'p Upstream, &'p str, Option<&'p str>)> = None;
     let mut needs_checks = false;
     let visit_all = |visit: &mut dyn FnMut(&'p Upstream, &'p str, Option<&'p str>)| {
@@ -562,7 +600,6 @@ fn redirect_outcome<'p>(
             needs_checks = true;
         }
     });
-    let status = policy.redirect_status();
     let Some((target, base, region)) = first else {
         // The default upstream always has a base, so this is not expected.
         let location = default.location(default.base().unwrap_or_default(), path, query);
@@ -640,10 +677,6 @@ fn resolve_outcome<'p>(
     }
 }
 
-fn is_read(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
-}
-
 const METHOD_NOT_ALLOWED: Rejection = Rejection {
     status: StatusCode::METHOD_NOT_ALLOWED,
     code: ErrorCode::Unsupported,
@@ -663,7 +696,7 @@ fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
     // The checked host is the one rules match: the first `Host` line, or
     // the authority of the request target, which the HTTP stack parsed.
     // Without one, a `Host` line may still be there that an adapter could
-    // not read as text (bytes that are not UTF-8).
+    // not read as text (bytes that are not visible ASCII).
     let invalid = match request.host {
         Some(host) => !is_host_value(host.as_bytes()),
         None => headers

@@ -107,6 +107,9 @@ pub struct Policy {
     rule_sets: Vec<Box<[u64]>>,
     labels: Vec<ClientLabel>,
     labelled_prefixes: usize,
+    /// Whether some rule matches on the requested host, which is otherwise
+    /// not worked out.
+    matches_hosts: bool,
 }
 
 impl Policy {
@@ -289,6 +292,7 @@ impl Policy {
         });
 
         Ok(Policy {
+            matches_hosts: rules.iter().any(|rule| !rule.hosts.is_empty()),
             redirect_status,
             trusted_proxies: TrustedProxies::with_header(trusted, spec.forwarded_header),
             upstreams,
@@ -371,6 +375,11 @@ impl Policy {
             label_id: label.map(|_| class.label),
             label,
         }
+    }
+
+    /// Returns whether some rule matches on the requested host.
+    pub(crate) fn matches_hosts(&self) -> bool {
+        self.matches_hosts
     }
 
     /// Finds the first rule matching a request.

@@ -214,10 +214,7 @@ impl Upstream {
         label: Option<u32>,
         mut visit: impl FnMut(&'p str, Option<&'p str>),
     ) {
-        let chain = label
-            .and_then(|label| self.label_chains.get(label as usize))
-            .unwrap_or(&self.unlabelled_chain);
-        for &index in chain.iter() {
+        for &index in self.label_chain(label) {
             if let Some((region, base)) = self.regional_entries.get(index as usize) {
                 visit(base, Some(region));
             }
@@ -225,6 +222,23 @@ impl Upstream {
         if let Some(base) = &self.base {
             visit(base, None);
         }
+    }
+
+    /// Returns the first base that [`Upstream::for_each_label_base`] would
+    /// visit, with its region.
+    pub(crate) fn first_label_base(&self, label: Option<u32>) -> Option<(&str, Option<&str>)> {
+        self.label_chain(label)
+            .iter()
+            .find_map(|&index| self.regional_entries.get(index as usize))
+            .map(|(region, base)| (base.as_str(), Some(region.as_str())))
+            .or_else(|| self.base.as_deref().map(|base| (base, None)))
+    }
+
+    /// Returns the indexes into `regional_entries` to try for a client label.
+    fn label_chain(&self, label: Option<u32>) -> &[u32] {
+        label
+            .and_then(|label| self.label_chains.get(label as usize))
+            .unwrap_or(&self.unlabelled_chain)
     }
 
     /// Builds the absolute `Location` for a validated path, starting from
