@@ -770,14 +770,18 @@ fn is_host_value(value: &[u8]) -> bool {
     let port_ok =
         after.is_empty() || (after[0] == b':' && after[1..].iter().all(u8::is_ascii_digit));
 
-    // The zone (RFC 6874: `%25` and a name) is not checked further.
-    let address = inside
-        .split(|&byte| byte == b'%')
-        .next()
-        .unwrap_or_default();
+    // A zone (RFC 6874) is `%25`, then unreserved characters and
+    // percent-encoded bytes.
+    let (address, zone) = match inside.iter().position(|&byte| byte == b'%') {
+        Some(percent) => inside.split_at(percent),
+        None => (inside, &b""[..]),
+    };
+    let zone_ok = zone
+        .iter()
+        .all(|&byte| NAME_BYTES[usize::from(byte)] || matches!(byte, b'~' | b'%'));
     let is_ipv6 =
         std::str::from_utf8(address).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok());
-    port_ok && is_ipv6
+    port_ok && zone_ok && is_ipv6
 }
 
 fn path_rejection(error: PathError) -> Rejection {
@@ -1306,6 +1310,8 @@ mod tests {
             &["[]"],
             &["registry.example.com:abc"],
             &["registry.example.com:5000:1"],
+            &["[fe80::1%25eth 0]"],
+            &["[fe80::1%25eth0/1]"],
         ] {
             // Adapters set the view's host from the first line.
             let mut request = Request::get("/v2/a/manifests/1").host(hosts[0]);
@@ -1346,6 +1352,18 @@ mod tests {
             .header(
                 "host",
                 http::HeaderValue::from_bytes("bücher.example".as_bytes()).unwrap(),
+            )
+            .body(())
+            .unwrap();
+        let decision = decide(&policy, &RequestView::from_request(&request, None));
+        assert_eq!(rejection(&decision).status, StatusCode::BAD_REQUEST);
+
+        // The same in the zone of an IPv6 address, which the view cannot
+        // carry as its host either.
+        let request = http::Request::get("/v2/a/manifests/1")
+            .header(
+                "host",
+                http::HeaderValue::from_bytes("[::1%25é.example]".as_bytes()).unwrap(),
             )
             .body(())
             .unwrap();
