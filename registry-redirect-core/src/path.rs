@@ -246,10 +246,6 @@ pub fn classify(path: &str) -> Result<RegistryPath<'_>, PathError> {
             (head, last, false)
         }
     };
-    let check_digest = |digest| match last_is_digest {
-        true => Ok(()),
-        false => validate_digest(digest),
-    };
     let (name, endpoint) = split_at_last_slash(head).ok_or(PathError::UnknownEndpoint)?;
     match endpoint {
         "manifests" => {
@@ -267,7 +263,9 @@ pub fn classify(path: &str) -> Result<RegistryPath<'_>, PathError> {
             if last == "uploads" {
                 return Ok(RegistryPath::BlobUpload { name });
             }
-            check_digest(last)?;
+            if !last_is_digest {
+                validate_digest(last)?;
+            }
             Ok(RegistryPath::Blob { name, digest: last })
         }
         "tags" if last == "list" => {
@@ -276,7 +274,9 @@ pub fn classify(path: &str) -> Result<RegistryPath<'_>, PathError> {
         }
         "referrers" => {
             validate_name(name)?;
-            check_digest(last)?;
+            if !last_is_digest {
+                validate_digest(last)?;
+            }
             Ok(RegistryPath::Referrers { name, digest: last })
         }
         "uploads" => classify_upload_session(name),
@@ -366,7 +366,7 @@ static NAME_BYTES: [NameByte; 256] = {
 
 /// Returns whether `name` is lowercase letters and digits with single
 /// separators (`.`, `_`, `-`, `/`) between them, which most names are.
-/// Every such name matches the grammar; a `false` means that the full
+/// Every such name matches the grammar. A `false` means that the full
 /// check must decide. One table look-up per byte, without stopping early,
 /// costs less than walking the components.
 fn is_simple_name(name: &[u8]) -> bool {
