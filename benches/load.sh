@@ -31,7 +31,12 @@
 #   RR_ARGS         extra arguments for `registry-redirect serve`
 #   SKIP_BUILD=1    use the release binaries already built
 #
-# Needs: cargo, nginx, wrk, taskset, python3, two CPUs. The last line is
+# For each server it prints requests/s, requests per CPU-second, latency,
+# non-3xx responses, and the median CPU time per request split into user
+# space and kernel, which shows where a gap between two servers lies.
+#
+# Needs: cargo, nginx, wrk, taskset, python3, two CPUs (Debian: apt-get
+# install nginx-light wrk util-linux python3). The last line is
 # `ratio_vs_nginx=X ratio_vs_ceiling=Y`: the medians of the per-round ratios
 # of registry-redirect's requests per second to nginx's and to the
 # ceiling's.
@@ -292,23 +297,25 @@ port_of() {
 }
 
 # Prints the CPU time, in clock ticks, of process $1 and its children
-# (nginx's worker is a child of its master): utime + stime, fields 14 and
-# 15 of /proc/PID/stat, which for a process cover all of its threads.
+# (nginx's worker is a child of its master), as "USER SYSTEM": utime and
+# stime, fields 14 and 15 of /proc/PID/stat, which for a process cover all
+# of its threads.
 cpu_ticks() {
-    local total=0 pid fields
+    local user=0 system=0 pid fields
     for pid in "$1" $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
         [[ -r /proc/$pid/stat ]] || continue
         # The second field, (comm), may hold spaces: drop it first.
         fields=$(sed 's/^.*) //' "/proc/$pid/stat")
         # After the cut, field 14 is at position 12 and field 15 at 13.
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+        user=$((user + $(awk '{print $12}' <<<"$fields")))
+        system=$((system + $(awk '{print $13}' <<<"$fields")))
     done
-    echo "$total"
+    echo "$user $system"
 }
 
 # Runs wrk against server $1: a counted check run of WARMUP seconds, then
-# the measurement. Prints "RPS CPU_SECONDS P50_US P99_US NON3XX_IN_CHECK
-# STATUS_4XX_5XX SOCKET_ERRORS".
+# the measurement. Prints "RPS CPU_SECONDS USER_SECONDS SYSTEM_SECONDS P50_US
+# P99_US NON3XX_IN_CHECK STATUS_4XX_5XX SOCKET_ERRORS".
 measure() {
     local name=$1 url check before after line
     url=http://127.0.0.1:$(port_of "$name")$REQUEST_PATH
@@ -322,9 +329,11 @@ measure() {
 import sys
 parse = lambda line: dict(item.split("=") for item in line.split()[1:])
 fields, check = parse(sys.argv[1]), parse(sys.argv[2])
-cpu = (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5])
+before, after = sys.argv[3].split(), sys.argv[4].split()
+user, system = ((int(a) - int(b)) / int(sys.argv[5]) for a, b in zip(after, before))
+cpu = user + system
 rps = int(fields["requests"]) / (int(fields["duration_us"]) / 1e6)
-print(f'{rps:.0f} {cpu:.2f} {fields["p50_us"]} {fields["p99_us"]} {check["non3xx"]} '
+print(f'{rps:.0f} {cpu:.2f} {user:.2f} {system:.2f} {fields["p50_us"]} {fields["p99_us"]} {check["non3xx"]} '
       f'{fields["status_errors"]} {int(fields["socket_errors"]) + int(check["socket_errors"])}')
 EOF
 }
@@ -342,13 +351,13 @@ echo "servers on CPU 0, wrk on CPU 1: -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS
 for ((round = 1; round <= ROUNDS; round++)); do
     for name in A B C; do
         start_server "$name" "$WORK/$name.log"
-        read -r rps cpu p50 p99 non3xx status_errors socket_errors < <(measure "$name")
+        read -r rps cpu user system p50 p99 non3xx status_errors socket_errors < <(measure "$name")
         if [[ $name == A ]]; then
             rss=$(peak_rss_kib "$SERVER_PID")
             ((rss > PEAK_RSS)) && PEAK_RSS=$rss
         fi
         stop_server
-        echo "$round $name $rps $cpu $p50 $p99 $non3xx $status_errors $socket_errors" >>"$RESULTS"
+        echo "$round $name $rps $cpu $user $system $p50 $p99 $non3xx $status_errors $socket_errors" >>"$RESULTS"
         echo "round $round $name: $rps requests/s" >&2
     done
 done
@@ -356,7 +365,7 @@ done
 # One more run of registry-redirect with the access log on, written to a
 # file, for the cost of logging every request.
 RR_LOG_LEVEL=info start_server A "$WORK/access.log"
-read -r log_rps log_cpu log_p50 log_p99 log_non3xx _ _ < <(measure A)
+read -r log_rps log_cpu _ _ log_p50 log_p99 log_non3xx _ _ < <(measure A)
 stop_server
 log_lines=$(wc -l <"$WORK/access.log")
 
@@ -398,10 +407,14 @@ print()
 print(f"{'round':>5} {'server':<18} {'req/s':>9} {'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7} {'non-3xx':>8} {'4xx/5xx':>8} {'sock err':>8}")
 by_server = defaultdict(list)
 by_round = defaultdict(dict)
-for round_, name, rps, cpu, p50, p99, non3xx, status_errors, socket_errors in rows:
+for round_, name, rps, cpu, user, system, p50, p99, non3xx, status_errors, socket_errors in rows:
     rps, cpu = float(rps), float(cpu)
     per_cpu = rps * $DURATION / cpu if cpu > 0 else float("nan")
-    row = (rps, per_cpu, int(p50) / 1000, int(p99) / 1000, int(non3xx), int(status_errors), int(socket_errors))
+    # CPU microseconds per request, in user space and in the kernel.
+    requests = rps * $DURATION
+    user_us = float(user) * 1e6 / requests if requests > 0 else float("nan")
+    system_us = float(system) * 1e6 / requests if requests > 0 else float("nan")
+    row = (rps, per_cpu, int(p50) / 1000, int(p99) / 1000, int(non3xx), int(status_errors), int(socket_errors), user_us, system_us)
     by_server[name].append(row)
     by_round[round_][name] = row
     print(f"{round_:>5} {names[name]:<18} {rps:9.0f} {per_cpu:10.0f} {row[2]:7.2f} {row[3]:7.2f} {row[4]:8d} {row[5]:8d} {row[6]:8d}")
@@ -412,6 +425,7 @@ for name in "ABC":
     rows_ = by_server[name]
     med = lambda i: statistics.median(r[i] for r in rows_)
     print(f"  {names[name]:<18} {med(0):9.0f} req/s {med(1):10.0f} req/CPU-s  p50 {med(2):.2f} ms  p99 {med(3):.2f} ms  non-3xx {sum(r[4] for r in rows_)}  4xx/5xx {sum(r[5] for r in rows_)}  socket errors {sum(r[6] for r in rows_)}")
+    print(f"  {'':<18} CPU per request: user {med(7):.2f} us, kernel {med(8):.2f} us")
 
 print()
 print(f"{'round':>5} {'rps A/B':>8} {'rps A/C':>8} {'cpu-eff A/B':>12} {'cpu-eff A/C':>12}")
