@@ -480,12 +480,25 @@ fn compile_networks(
 
 /// Parses `192.0.2.0/24`, `2001:db8::/32`, or a single address. Host bits
 /// are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+///
+/// The address is read as a single address is, so an IPv4 number with a
+/// leading zero (`010.0.0.0/8`) is rejected, because C's `inet_aton` reads
+/// it as octal (`8.0.0.0`).
+/// The prefix length is decimal digits without a leading zero.
 pub fn parse_network(text: &str) -> Option<IpNet> {
     let text = text.trim();
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Some(net.trunc());
+    let Some((address, length)) = text.split_once('/') else {
+        return text.parse::<IpAddr>().ok().map(IpNet::from);
+    };
+    let address = address.parse::<IpAddr>().ok()?;
+    let is_decimal = !length.is_empty()
+        && length.bytes().all(|byte| byte.is_ascii_digit())
+        && (length == "0" || !length.starts_with('0'));
+    if !is_decimal {
+        return None;
     }
-    text.parse::<IpAddr>().ok().map(IpNet::from)
+    let length = length.parse::<u8>().ok()?;
+    IpNet::new(address, length).ok().map(|net| net.trunc())
 }
 
 #[cfg(test)]
@@ -547,7 +560,7 @@ mod tests {
         assert_eq!(errors[1].location.to_string(), "rules[0].clients[1]");
         assert_eq!(
             errors[1].kind.to_string(),
-            "\"10.0.0.0/33\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32)"
+            "\"10.0.0.0/33\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers)"
         );
     }
 
@@ -565,6 +578,40 @@ mod tests {
             parse_network("10.1.2.3/8"),
             Some("10.0.0.0/8".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn networks_reject_leading_zeros() {
+        for text in [
+            "010.0.0.0/8",
+            "10.0.0.01/32",
+            "010.0.0.1",
+            "10.0.0.0/08",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/8/8",
+            "/8",
+            "::ffff:010.0.0.0/104",
+        ] {
+            assert_eq!(parse_network(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn networks_accept_zero_lengths_and_ipv6_zeros() {
+        for (text, expected) in [
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("10.0.0.0/0", "0.0.0.0/0"),
+            ("2001:0db8::/32", "2001:db8::/32"),
+            ("::/0", "::/0"),
+            (" 192.0.2.0/24 ", "192.0.2.0/24"),
+        ] {
+            assert_eq!(
+                parse_network(text),
+                Some(expected.parse().unwrap()),
+                "{text}"
+            );
+        }
     }
 
     #[test]
