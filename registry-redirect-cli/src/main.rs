@@ -523,6 +523,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let runtime = build_runtime(args.workers).map_err(CliError::Runtime)?;
     let metrics = Metrics::new();
     metrics.set_config(&config.sha256, SystemTime::now());
+    if let Some(tls) = &tls {
+        metrics.set_tls_certificate_expiry(tls.certificate_expiry());
+    }
     let readiness = Readiness::new();
     let admin_listen = args.admin_listen.or(config.admin_listen);
     let result = runtime.block_on(async {

@@ -228,7 +228,8 @@ impl Reloader {
     }
 
     /// Counts every reload in `metrics`, and sets the configuration's hash
-    /// and load time there after each one that succeeds.
+    /// and load time there after each one that succeeds. With TLS, it also
+    /// sets the served certificate's expiry after every reload.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -249,6 +250,10 @@ impl Reloader {
             metrics.record_reload(reloaded.is_some());
             if let Some(sha256) = &reloaded {
                 metrics.set_config(sha256, SystemTime::now());
+            }
+            // The certificate can change even when the policy does not.
+            if let Some(tls) = &self.tls {
+                metrics.set_tls_certificate_expiry(tls.certificate_expiry());
             }
         }
         reloaded.is_some()

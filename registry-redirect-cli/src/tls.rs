@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::ring;
@@ -126,6 +127,7 @@ impl Tls {
         }
         let store = Arc::new(CertificateStore {
             current: RwLock::new(Arc::new(loaded.key)),
+            expiry: AtomicI64::new(loaded.validity.not_after),
         });
         let provider = Arc::new(ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
@@ -154,9 +156,15 @@ impl Tls {
     pub fn reload(&self, files: &TlsFiles) -> Result<(), TlsError> {
         let loaded = load_certified_key(files)?;
         loaded.validity.check(&files.cert_file)?;
-        self.store.replace(loaded.key);
         log_validity(files, &loaded.validity);
+        self.store.replace(loaded);
         Ok(())
+    }
+
+    /// Returns when the certificate being served expires: its notAfter,
+    /// in seconds since the Unix epoch.
+    pub fn certificate_expiry(&self) -> i64 {
+        self.store.expiry.load(Ordering::Relaxed)
     }
 
     /// Runs the server side of the handshake on `stream`. Returns the TLS
@@ -211,6 +219,9 @@ pub async fn respond_to_plain_http(stream: &mut TcpStream) {
 /// its `resolve` at each handshake.
 struct CertificateStore {
     current: RwLock<Arc<CertifiedKey>>,
+    /// The notAfter of `current`'s certificate, in seconds since the Unix
+    /// epoch.
+    expiry: AtomicI64,
 }
 
 impl fmt::Debug for CertificateStore {
@@ -220,13 +231,15 @@ impl fmt::Debug for CertificateStore {
 }
 
 impl CertificateStore {
-    fn replace(&self, key: CertifiedKey) {
+    fn replace(&self, loaded: Loaded) {
         // A poisoned lock still holds a whole Arc: it is replaced whole.
         let mut current = self
             .current
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *current = Arc::new(key);
+        *current = Arc::new(loaded.key);
+        self.expiry
+            .store(loaded.validity.not_after, Ordering::Relaxed);
     }
 }
 
@@ -521,6 +534,39 @@ mod tests {
         // reloaded; the start logs a warning.
         assert!(Tls::new(&expired).is_ok());
         tls.reload(&good).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn certificate_expiry_follows_reloads() {
+        let dir = write_files("expiry", "", "")
+            .cert_file
+            .parent()
+            .unwrap()
+            .to_owned();
+        let short = self_signed(&dir, "short", 2);
+        let long = self_signed(&dir, "long", 30);
+        let expired = self_signed(&dir, "old", -1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        const DAY: i64 = 86_400;
+
+        let tls = Tls::new(&short).unwrap();
+        let first = tls.certificate_expiry();
+        assert!((now + DAY..=now + 3 * DAY).contains(&first), "{first}");
+
+        tls.reload(&long).unwrap();
+        let second = tls.certificate_expiry();
+        assert!(
+            (now + 29 * DAY..=now + 31 * DAY).contains(&second),
+            "{second}"
+        );
+
+        // A rejected certificate leaves the expiry of the one still serving.
+        assert!(tls.reload(&expired).is_err());
+        assert_eq!(tls.certificate_expiry(), second);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -7,6 +7,9 @@
 
 mod common;
 
+#[path = "common/certificates.rs"]
+mod certificates;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -93,7 +96,11 @@ impl Server {
                 .and_then(|addr| addr.parse().ok())
                 .unwrap_or_else(|| panic!("expected `{prefix}ADDR` on stdout, got {lines:?}"))
         };
-        server.addr = address(lines.first(), "listening on http://");
+        // With TLS the line says `https://`, with the address after it as before.
+        let registry = lines
+            .first()
+            .map(|line| line.replacen("listening on https://", "listening on http://", 1));
+        server.addr = address(registry.as_ref(), "listening on http://");
         server.admin = address(lines.get(1), "admin listening on http://");
         server
     }
@@ -249,6 +256,52 @@ const CONFIG: &str = "default_upstream = \"k8s\"\n\
     [upstreams.hub]\nurl = \"https://registry-1.docker.io\"\n\
     [[rules]]\nname = \"loopback\"\nclients = [\"127.0.0.0/8\"]\nkinds = [\"manifest\"]\nupstream = \"hub\"\n";
 
+/// The metric of the served certificate's notAfter.
+const TLS_EXPIRY: &str = "registry_redirect_tls_certificate_expiry_timestamp_seconds";
+
+#[test]
+fn metrics_report_tls_certificate_expiry() {
+    let certificates = certificates::TestCertificates::create("admin-expiry");
+    let files = certificates.files();
+    let dir = TempDir::new("tls-expiry");
+    let config = dir.join("config.toml");
+    let tls = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        files.cert_file.display(),
+        files.key_file.display()
+    );
+    std::fs::write(&config, format!("{CONFIG}{tls}")).unwrap();
+    let server = Server::start(&config, &["--log-level", "warn"]);
+    let https = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(certificates.ca())
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://{}/v2/", server.addr))
+        .output()
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&https.stdout),
+        "200",
+        "the registry listener serves HTTPS: {}",
+        String::from_utf8_lossy(&https.stderr)
+    );
+
+    let text = scrape(&server);
+    assert_well_formed(&text);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let day = 86_400.0;
+    // The test certificate is valid for two days from its creation.
+    let expiry = sample(&text, TLS_EXPIRY).unwrap_or_else(|| panic!("no {TLS_EXPIRY} in {text}"));
+    assert!(expiry > now + day, "{expiry} is less than a day from {now}");
+    assert!(
+        expiry < now + 3.0 * day,
+        "{expiry} is more than three days from {now}"
+    );
+}
+
 #[test]
 fn metrics_count_requests_and_reloads() {
     let dir = TempDir::new("metrics");
@@ -305,6 +358,8 @@ fn metrics_count_requests_and_reloads() {
     assert_eq!(sample(&text, &info), Some(1.0), "{text}");
     let loaded = sample(&text, "registry_redirect_config_loaded_timestamp_seconds");
     assert!(loaded.is_some_and(|seconds| seconds > 1.7e9), "{text}");
+    let expiry = sample(&text, TLS_EXPIRY);
+    assert_eq!(expiry, None, "no TLS, yet {text}");
 
     // A configuration with an error is rejected: the failure is counted,
     // and the hash is still that of the configuration in force.

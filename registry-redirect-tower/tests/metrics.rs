@@ -264,6 +264,7 @@ fn exposition_lines_are_well_formed() {
     drop(service.call(request(Method::GET, "/v2/app/manifests/1", LAB_CLIENT)));
     metrics.record_reload(false);
     metrics.set_config("ab12", std::time::SystemTime::now());
+    metrics.set_tls_certificate_expiry(1_800_000_000);
 
     let text = metrics.render();
     let mut described = std::collections::BTreeSet::new();
@@ -303,5 +304,21 @@ fn exposition_lines_are_well_formed() {
     assert_eq!(
         sample(&text, "registry_redirect_config_info{sha256=\"ab12\"}"),
         Some(1)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "registry_redirect_tls_certificate_expiry_timestamp_seconds"
+        ),
+        Some(1_800_000_000)
+    );
+}
+
+#[test]
+fn tls_expiry_absent_without_certificate() {
+    let text = Metrics::new().render();
+    assert!(
+        !text.contains("registry_redirect_tls_certificate_expiry"),
+        "{text}"
     );
 }

@@ -70,6 +70,9 @@ struct Inner {
     reloads_succeeded: AtomicU64,
     reloads_failed: AtomicU64,
     config: Mutex<Option<ConfigInfo>>,
+    /// The served TLS certificate's notAfter, in seconds since the Unix
+    /// epoch; `None` without TLS.
+    tls_certificate_expiry: Mutex<Option<i64>>,
     checks: Mutex<Option<Checks>>,
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
@@ -106,6 +109,7 @@ impl Metrics {
                 reloads_succeeded: AtomicU64::new(0),
                 reloads_failed: AtomicU64::new(0),
                 config: Mutex::new(None),
+                tls_certificate_expiry: Mutex::new(None),
                 checks: Mutex::new(None),
                 connections_accepted: AtomicU64::new(0),
                 connections_open: AtomicU64::new(0),
@@ -134,6 +138,13 @@ impl Metrics {
             sha256: sha256.to_owned(),
             loaded_at_seconds,
         });
+    }
+
+    /// Sets when the TLS certificate being served expires: its notAfter,
+    /// in seconds since the Unix epoch. Without a call, the metric is left
+    /// out.
+    pub fn set_tls_certificate_expiry(&self, not_after_seconds: i64) {
+        *lock(&self.inner.tls_certificate_expiry) = Some(not_after_seconds);
     }
 
     /// Reports the blob-check cache and the mirror health of `checks` in

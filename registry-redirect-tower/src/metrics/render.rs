@@ -15,6 +15,7 @@ pub(super) fn render(inner: &Inner) -> String {
     render_latency(inner, &mut out);
     render_reloads(inner, &mut out);
     render_connections(inner, &mut out);
+    render_tls(inner, &mut out);
     render_checks(inner, &mut out);
     out
 }
@@ -137,6 +138,20 @@ fn render_connections(inner: &Inner, out: &mut String) {
     header(out, name, "gauge", "Client connections open now.");
     let open = inner.connections_open.load(Ordering::Relaxed);
     let _ = writeln!(out, "{name} {open}");
+}
+
+fn render_tls(inner: &Inner, out: &mut String) {
+    let Some(not_after) = *lock(&inner.tls_certificate_expiry) else {
+        return;
+    };
+    let name = "registry_redirect_tls_certificate_expiry_timestamp_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "When the TLS certificate being served expires (its notAfter), in seconds since the Unix epoch.",
+    );
+    let _ = writeln!(out, "{name} {not_after}");
 }
 
 fn render_checks(inner: &Inner, out: &mut String) {
