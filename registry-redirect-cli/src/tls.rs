@@ -471,6 +471,13 @@ mod tests {
         }
     }
 
+    /// Returns a new temp directory named after `name`, for certificates
+    /// that [`self_signed`] makes.
+    fn test_dir(name: &str) -> PathBuf {
+        let files = write_files(name, "", "");
+        files.cert_file.parent().unwrap().to_owned()
+    }
+
     /// Runs openssl with the space-separated `args` in `dir`.
     fn openssl(dir: &Path, args: &str) {
         let status = std::process::Command::new("openssl")
@@ -511,11 +518,7 @@ mod tests {
 
     #[test]
     fn expired_certificate_not_reloaded() {
-        let dir = write_files("expired", "", "")
-            .cert_file
-            .parent()
-            .unwrap()
-            .to_owned();
+        let dir = test_dir("expired");
         let good = self_signed(&dir, "good", 30);
         let expired = self_signed(&dir, "old", -1);
 
@@ -539,11 +542,7 @@ mod tests {
 
     #[test]
     fn certificate_expiry_follows_reloads() {
-        let dir = write_files("expiry", "", "")
-            .cert_file
-            .parent()
-            .unwrap()
-            .to_owned();
+        let dir = test_dir("expiry");
         let short = self_signed(&dir, "short", 2);
         let long = self_signed(&dir, "long", 30);
         let expired = self_signed(&dir, "old", -1);
@@ -572,11 +571,7 @@ mod tests {
 
     #[test]
     fn key_of_another_certificate_named_plainly() {
-        let dir = write_files("other-key", "", "")
-            .cert_file
-            .parent()
-            .unwrap()
-            .to_owned();
+        let dir = test_dir("other-key");
         let first = self_signed(&dir, "first", 1);
         let second = self_signed(&dir, "second", 1);
         let mixed = TlsFiles {
