@@ -144,6 +144,7 @@ fn cloud_rows(name: &str, ranges: &LabeledRanges, policy: &Policy) -> Vec<Row> {
                 host: Some(HOST),
                 peer: Some(LOAD_BALANCER),
                 headers: &headers[round % headers.len()],
+                version: http::Version::HTTP_11,
             };
             decide(policy, &view)
         }));

@@ -173,6 +173,7 @@ fn bench_decide(criterion: &mut Criterion, subjects: &[Subject]) {
                     host: Some(HOST),
                     peer: Some(LOAD_BALANCER),
                     headers: black_box(&subject.aws_forwarded[next]),
+                    version: http::Version::HTTP_11,
                 };
                 let decision = decide(&subject.policy, &view);
                 debug_assert_eq!(decision.status(), Some(StatusCode::TEMPORARY_REDIRECT));

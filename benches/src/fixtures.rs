@@ -206,6 +206,7 @@ impl RequestCase {
             host: Some(HOST),
             peer: Some(peer),
             headers: &self.headers,
+            version: http::Version::HTTP_11,
         }
     }
 }

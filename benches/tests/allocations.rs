@@ -75,6 +75,7 @@ fn max_forwarded_allocations(setup: &Setup, build: fn(IpAddr) -> HeaderMap) -> u
                 host: Some(HOST),
                 peer: Some(LOAD_BALANCER),
                 headers: &headers,
+                version: http::Version::HTTP_11,
             };
             let (decision, count) = count_allocations(|| decide(&setup.policy, &view));
             assert_eq!(decision.client.addr, Some(client));

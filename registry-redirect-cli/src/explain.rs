@@ -82,6 +82,7 @@ impl RequestSpec {
             host,
             peer: Some(self.peer),
             headers: &self.headers,
+            version: http::Version::HTTP_11,
         }
     }
 }

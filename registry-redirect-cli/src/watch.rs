@@ -514,6 +514,7 @@ mod tests {
             host: None,
             peer: Some("127.0.0.1".parse().unwrap()),
             headers: &headers,
+            version: http::Version::HTTP_11,
         };
         decide(&policy, &request)
             .location()

@@ -495,6 +495,48 @@ async fn plain_http2_only_with_h2c() {
     }
 }
 
+/// Sends a GET of `/v2/pause/manifests/3.10` over HTTP/2 with prior
+/// knowledge, with `:authority` the server's address and the extra
+/// `host` line given, and returns the status and body.
+async fn http2_get_with_host(server: SocketAddr, host: Option<&str>) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let stream = TcpStream::connect(server).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::get(format!("http://{server}/v2/pause/manifests/3.10"));
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    let request = request.body(Empty::<bytes::Bytes>::new()).unwrap();
+    let response = tokio::time::timeout(IO_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("a response within the timeout")
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_host_differing_from_authority_rejected() {
+    let server = start_with_h2c(Limits::default(), false, None, true).await;
+
+    let (status, body) = http2_get_with_host(server, Some("other.example")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("UNSUPPORTED"), "{body}");
+    assert!(body.contains(":authority"), "{body}");
+
+    for host in [None, Some(server.to_string())] {
+        let (status, body) = http2_get_with_host(server, host.as_deref()).await;
+        assert_eq!(status, 307, "host {host:?}: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_reload_keeps_old_on_error() {
     let first = TestCertificates::create("first");

@@ -16,7 +16,7 @@
 //!    with a token (see [`crate::policy::resolve`]).
 //!
 //! ```
-//! use http::{HeaderMap, Method, StatusCode};
+//! use http::{HeaderMap, Method, StatusCode, Version};
 //! use registry_redirect_core::{decide, Outcome, Policy, PolicySpec, RequestView, UpstreamSpec};
 //!
 //! let mut spec = PolicySpec::new("k8s");
@@ -31,6 +31,7 @@
 //!     host: Some("registry.example.com"),
 //!     peer: Some("203.0.113.5".parse().unwrap()),
 //!     headers: &headers,
+//!     version: Version::HTTP_11,
 //! };
 //! let decision = decide(&policy, &request);
 //! assert_eq!(decision.status(), Some(StatusCode::TEMPORARY_REDIRECT));
@@ -45,7 +46,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use http::header::HOST;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode, Version};
 
 use crate::client::{resolve_client, ClientAddress};
 use crate::path::{classify, PathError, RegistryPath, RequestKind};
@@ -68,8 +69,12 @@ pub struct RequestView<'a> {
     pub host: Option<&'a str>,
     /// The address of the TCP peer, if the adapter has it.
     pub peer: Option<IpAddr>,
-    /// The request headers, read for forwarding headers from trusted proxies.
+    /// The request headers, read for forwarding headers from trusted
+    /// proxies and for `Host` lines that conflict with `host`.
     pub headers: &'a HeaderMap,
+    /// The HTTP version. From HTTP/2 on, `host` is the `:authority`, and
+    /// a `Host` header that names another host gets a 400.
+    pub version: Version,
 }
 
 impl<'a> RequestView<'a> {
@@ -98,6 +103,7 @@ impl<'a> RequestView<'a> {
             host,
             peer,
             headers: request.headers(),
+            version: request.version(),
         }
     }
 }
@@ -685,8 +691,10 @@ const METHOD_NOT_ALLOWED: Rejection = Rejection {
 
 /// Returns the 400 rejection that RFC 9112 (section 3.2) requires for a
 /// request with more than one `Host` line, or with a host that is not a
-/// host and optional port. Either could make the host that rules match
-/// differ from the host that a proxy in front of the server read.
+/// host and optional port. From HTTP/2 on, a `Host` line that names
+/// another host than `:authority` gets it too (RFC 9113, section 8.3.1).
+/// Each could make the host that rules match differ from the host that a
+/// proxy in front of the server read.
 fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
     let headers = request.headers;
     // The map has more values than names only when some name repeats, so
@@ -703,10 +711,20 @@ fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
             .get(HOST)
             .is_some_and(|value| !is_host_value(value.as_bytes())),
     };
+    // An HTTP/2 request's host is its `:authority`. Only such requests
+    // look `Host` up again, so HTTP/1.1 requests pay nothing for it.
+    let conflicting = request.version >= Version::HTTP_2
+        && request.host.is_some_and(|host| {
+            headers
+                .get(HOST)
+                .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(host.as_bytes()))
+        });
     let message = if repeated {
         "the request has more than one Host header; send exactly one"
     } else if invalid {
         "the Host header is not a host name or address with an optional port"
+    } else if conflicting {
+        "the Host header names another host than :authority; send the same host in both, or only :authority"
     } else {
         return None;
     };
@@ -943,6 +961,7 @@ mod tests {
                 host: self.host.as_deref(),
                 peer: self.peer,
                 headers: &self.headers,
+                version: Version::HTTP_11,
             };
             decide(policy, &view)
         }
@@ -1294,6 +1313,56 @@ mod tests {
     }
 
     #[test]
+    fn http2_host_must_match_authority() {
+        let policy = policy();
+        let request = |version, host: Option<&str>| {
+            let mut builder = http::Request::get("https://registry.example.com/v2/a/manifests/1")
+                .version(version);
+            if let Some(host) = host {
+                builder = builder.header("host", host);
+            }
+            builder.body(()).unwrap()
+        };
+
+        for version in [Version::HTTP_2, Version::HTTP_3] {
+            let conflicting = request(version, Some("quay.io"));
+            let decision = decide(&policy, &RequestView::from_request(&conflicting, None));
+            let rejection = rejection(&decision);
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{version:?}");
+            assert!(
+                rejection.message.contains(":authority"),
+                "{}",
+                rejection.message
+            );
+        }
+
+        // The same host in any letter case, or no Host line, is accepted.
+        for host in [
+            None,
+            Some("registry.example.com"),
+            Some("Registry.Example.COM"),
+        ] {
+            let agreeing = request(Version::HTTP_2, host);
+            let decision = decide(&policy, &RequestView::from_request(&agreeing, None));
+            assert!(
+                matches!(decision.outcome, Outcome::Redirect { .. }),
+                "{host:?}: {decision}"
+            );
+        }
+
+        // In HTTP/1.1 the absolute-form target wins and the Host line is
+        // ignored, as RFC 9112 (section 3.2.2) requires of origin servers.
+        let absolute = request(Version::HTTP_11, Some("quay.io"));
+        let view = RequestView::from_request(&absolute, None);
+        assert_eq!(view.host, Some("registry.example.com"));
+        let decision = decide(&policy, &view);
+        assert!(
+            matches!(decision.outcome, Outcome::Redirect { .. }),
+            "{decision}"
+        );
+    }
+
+    #[test]
     fn host_header_must_be_one_host_and_port() {
         let policy = policy();
         for hosts in [
@@ -1380,6 +1449,7 @@ mod tests {
             host: None,
             peer: None,
             headers: &headers,
+            version: Version::HTTP_11,
         };
         assert_eq!(
             rejection(&decide(&policy, &view)).status,

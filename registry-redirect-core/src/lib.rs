@@ -8,7 +8,7 @@
 //! `registry-redirect` server) do the I/O around it.
 //!
 //! ```
-//! use http::{HeaderMap, Method, StatusCode};
+//! use http::{HeaderMap, Method, StatusCode, Version};
 //! use registry_redirect_core::{decide, Policy, PolicySpec, RequestView, RuleSpec, UpstreamSpec};
 //!
 //! let mut spec = PolicySpec::new("k8s");
@@ -28,6 +28,7 @@
 //!     host: Some("registry.example.com"),
 //!     peer: Some("192.168.0.20".parse().unwrap()),
 //!     headers: &headers,
+//!     version: Version::HTTP_11,
 //! };
 //! let decision = decide(&policy, &request);
 //! assert_eq!(decision.route().unwrap().rule.unwrap().name(), "lab");

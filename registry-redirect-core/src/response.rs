@@ -18,7 +18,7 @@
 //! `HEAD` responses carry the same headers and no body.
 //!
 //! ```
-//! use http::{HeaderMap, Method};
+//! use http::{HeaderMap, Method, Version};
 //! use registry_redirect_core::{decide, Policy, PolicySpec, RequestView, UpstreamSpec};
 //!
 //! let mut spec = PolicySpec::new("k8s");
@@ -32,6 +32,7 @@
 //!     host: None,
 //!     peer: None,
 //!     headers: &headers,
+//!     version: Version::HTTP_11,
 //! };
 //! let response = decide(&policy, &view).into_response().unwrap();
 //! assert_eq!(response.status(), 404);
@@ -302,7 +303,7 @@ mod tests {
     use super::*;
     use crate::decision::{decide, RequestView};
     use crate::policy::{Policy, PolicySpec, UpstreamSpec};
-    use http::{HeaderMap, Method};
+    use http::{HeaderMap, Method, Version};
 
     fn respond(method: Method, path: &str, query: Option<&str>) -> Response<String> {
         let mut spec = PolicySpec::new("k8s");
@@ -317,6 +318,7 @@ mod tests {
             host: None,
             peer: None,
             headers: &headers,
+            version: Version::HTTP_11,
         };
         decide(&policy, &view).into_response().unwrap()
     }
@@ -408,6 +410,7 @@ mod tests {
             host: None,
             peer: None,
             headers: &headers,
+            version: Version::HTTP_11,
         };
         assert!(decide(&policy, &view).into_response().is_none());
     }

@@ -161,6 +161,7 @@ impl Harness {
             host: Some("registry.example.test"),
             peer: Some(peer),
             headers: &headers,
+            version: http::Version::HTTP_11,
         };
         let decision = decide(&self.policy, &view);
         self.judge(decision, path, query).map(Some)

@@ -383,6 +383,7 @@ fn run<'p>(policy: &'p Policy, request: &GenRequest, headers: &HeaderMap) -> Dec
         host: request.host.as_deref(),
         peer: request.peer,
         headers,
+        version: http::Version::HTTP_11,
     };
     decide(policy, &view)
 }

@@ -68,6 +68,7 @@ fn decide_from<'p>(policy: &'p Policy, peer: &str, headers: &HeaderMap) -> Decis
         host: Some("registry.example.test"),
         peer: Some(peer.parse().expect("a valid peer address")),
         headers,
+        version: http::Version::HTTP_11,
     };
     decide(policy, &view)
 }

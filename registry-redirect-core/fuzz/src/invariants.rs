@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::HOST;
-use http::{HeaderMap, Method, Request, Uri};
+use http::{HeaderMap, Method, Request, Uri, Version};
 use registry_redirect_core::client::{canonical, resolve_client, ClientSource, TrustedProxies};
 use registry_redirect_core::policy::ClientLabel;
 use registry_redirect_core::{decide, ForwardedHeader, Policy, PolicySpec, RequestView};
@@ -62,6 +62,7 @@ impl DecideHarness {
             host,
             peer,
             headers,
+            version: Version::HTTP_11,
         };
         let decision = decide(&self.policy, &view);
         if let Err(error) = self.judge.judge(&decision, path, query) {
@@ -77,10 +78,22 @@ impl DecideHarness {
         *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
         *request.headers_mut() = headers.clone();
-        let view = RequestView::from_request(&request, peer);
-        let decision = decide(&self.policy, &view);
-        if let Err(error) = self.judge.judge(&decision, view.path, view.query) {
-            panic!("request {method} {} from {peer:?}: {error}", request.uri());
+        // An absolute target is also what an HTTP/2 request carries, where
+        // a Host line must agree with it.
+        let versions: &[Version] = match request.uri().authority() {
+            Some(_) => &[Version::HTTP_11, Version::HTTP_2],
+            None => &[Version::HTTP_11],
+        };
+        for &version in versions {
+            *request.version_mut() = version;
+            let view = RequestView::from_request(&request, peer);
+            let decision = decide(&self.policy, &view);
+            if let Err(error) = self.judge.judge(&decision, view.path, view.query) {
+                panic!(
+                    "{version:?} request {method} {} from {peer:?}: {error}",
+                    request.uri()
+                );
+            }
         }
     }
 }

@@ -26,7 +26,8 @@ pub enum Verdict {
     UriRejected,
     /// Outside `/v2`: the core leaves it to the application.
     NotRegistry,
-    /// 400 (a `Host` or authority that is not a host and port), 404 or 405,
+    /// 400 (a `Host` or authority that is not a host and port, or an HTTP/2
+    /// `Host` that differs from `:authority`), 404 or 405,
     /// with an OCI error body.
     Rejected,
     /// 200 for the API version check.
