@@ -260,7 +260,7 @@ fn check_reports_each_error_with_position() {
         format!(
             "{path}:8:30: rules[0].clients[1]: \"192.168.0.0/33\" is not a CIDR or IP address \
              (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 \
-             numbers)\n\
+             numbers or prefix lengths)\n\
              {path}:9:12: rules[0].upstream: rule \"lab\" names upstream \"hub2\", which is not \
              defined (defined: k8s)\n\
              {path}: 2 errors\n"

@@ -129,7 +129,7 @@ fn errors_point_at_line_and_column() {
                 "clients = [\"192.168.0.0/33\"]",
             ),
             "14:12: rules[0].clients[0]: \"192.168.0.0/33\" is not a CIDR or IP address \
-             (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers)",
+             (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers or prefix lengths)",
         ),
         (
             "CIDR with a leading zero",
@@ -138,7 +138,7 @@ fn errors_point_at_line_and_column() {
                 "clients = [\"192.168.010.0/24\"]",
             ),
             "14:12: rules[0].clients[0]: \"192.168.010.0/24\" is not a CIDR or IP address \
-             (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers)",
+             (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers or prefix lengths)",
         ),
         (
             "undefined upstream",
@@ -212,7 +212,7 @@ clients = [true]
             "1:20: default_upstream: default_upstream \"nowhere\" is not defined (defined: hub, k8s)",
             "2:19: redirect_status: redirect_status 200 is not allowed (expected 301, 302, 303, 307 or 308)",
             "5:7: upstreams.k8s.url: upstream \"k8s\" has an invalid url \"ftp://registry.k8s.io\": the scheme must be http or https",
-            "17:26: rules[1].clients[1]: \"10.0.0.300\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers)",
+            "17:26: rules[1].clients[1]: \"10.0.0.300\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers or prefix lengths)",
         ]
     );
 }

@@ -560,7 +560,7 @@ mod tests {
         assert_eq!(errors[1].location.to_string(), "rules[0].clients[1]");
         assert_eq!(
             errors[1].kind.to_string(),
-            "\"10.0.0.0/33\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers)"
+            "\"10.0.0.0/33\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers or prefix lengths)"
         );
     }
 
@@ -595,6 +595,23 @@ mod tests {
         ] {
             assert_eq!(parse_network(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn ipv6_double_colon_stands_for_zeros() {
+        // `::` stands for one or more zero groups (RFC 4291, section 2.2),
+        // so it cannot join eight written groups.
+        for text in [
+            "1::2:3:4:5:6:7:8/128",
+            "::1:2:3:4:5:6:7:8/128",
+            "1:2:3:4:5:6:7::8/128",
+        ] {
+            assert_eq!(parse_network(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_network("1:2:3:4:5:6::8/128"),
+            Some("1:2:3:4:5:6:0:8/128".parse().unwrap())
+        );
     }
 
     #[test]

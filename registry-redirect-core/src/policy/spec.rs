@@ -367,7 +367,7 @@ pub enum PolicyErrorKind {
         defined: String,
     },
     /// A network is neither a CIDR nor an IP address.
-    #[error("\"{value}\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers)")]
+    #[error("\"{value}\" is not a CIDR or IP address (expected a form like 192.0.2.0/24 or 2001:db8::/32, with no leading zeros in IPv4 numbers or prefix lengths)")]
     InvalidNetwork {
         /// The text as written.
         value: String,
