@@ -590,6 +590,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
                 )?);
             }
             serve::reload_on_hangup(reloader)?;
+        } else {
+            serve::reload_certificate_on_hangup(tls.clone(), Some(metrics.clone()))?;
         }
         let client_addresses = args
             .log_client_addresses

@@ -229,7 +229,7 @@ impl Reloader {
 
     /// Counts every reload in `metrics`, and sets the configuration's hash
     /// and load time there after each one that succeeds. With TLS, it also
-    /// sets the served certificate's expiry after every reload.
+    /// counts certificate reloads and sets the served certificate's expiry.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -245,33 +245,39 @@ impl Reloader {
     /// as `SIGHUP`. Returns whether the new policy is serving.
     pub async fn reload(&self, trigger: &'static str) -> bool {
         let _running = self.running.lock().await;
-        let reloaded = self.load_and_apply(trigger).await;
+        let mut certificate = None;
+        let reloaded = self.load_and_apply(trigger, &mut certificate).await;
         if let Some(metrics) = &self.metrics {
             metrics.record_reload(reloaded.is_some());
             if let Some(sha256) = &reloaded {
                 metrics.set_config(sha256, SystemTime::now());
             }
-            // The certificate can change even when the policy does not.
-            if let Some(tls) = &self.tls {
-                metrics.set_tls_certificate_expiry(tls.certificate_expiry());
-            }
+            record_certificate(metrics, self.tls.as_ref(), certificate);
         }
         reloaded.is_some()
     }
 
     /// Reloads, and returns the SHA-256 of the configuration when it
-    /// serves.
-    async fn load_and_apply(&self, trigger: &'static str) -> Option<String> {
+    /// serves. Sets `certificate` to the result of the certificate reload,
+    /// when there was one.
+    async fn load_and_apply(
+        &self,
+        trigger: &'static str,
+        certificate: &mut Option<bool>,
+    ) -> Option<String> {
         let file = self.path.clone();
         let tls = self.tls.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&file)?;
-            crate::tls::reload_certificate(tls.as_ref(), config.tls.as_ref());
-            Ok::<_, crate::config::LoadError>(config)
+            let certificate = crate::tls::reload_certificate(tls.as_ref(), config.tls.as_ref());
+            Ok::<_, crate::config::LoadError>((config, certificate))
         })
         .await;
         let config = match loaded {
-            Ok(Ok(config)) => config,
+            Ok(Ok((config, reloaded))) => {
+                *certificate = reloaded;
+                config
+            }
             Ok(Err(error)) => {
                 // The error goes last, as a field: it may span several
                 // lines (one per problem), and JSON logs get it whole.
@@ -316,12 +322,64 @@ impl Reloader {
     }
 }
 
-/// Reloads the configuration with `reloader` on every `SIGHUP`.
-pub fn reload_on_hangup(reloader: Reloader) -> Result<(), ServeError> {
-    let mut hangups = signal(SignalKind::hangup()).map_err(|source| ServeError::Signal {
+/// Counts a certificate reload in `metrics` when there was one, and sets
+/// the expiry of the certificate that serves, which can change even when
+/// the policy does not.
+fn record_certificate(metrics: &Metrics, tls: Option<&Tls>, reloaded: Option<bool>) {
+    if let Some(succeeded) = reloaded {
+        metrics.record_tls_reload(succeeded);
+    }
+    if let Some(tls) = tls {
+        metrics.set_tls_certificate_expiry(tls.certificate_expiry());
+    }
+}
+
+/// Handles `SIGHUP` for a server started without a configuration file:
+/// each one reloads the certificate from the files of `--tls-cert` and
+/// `--tls-key`. Without TLS there is nothing to reload, and the signal is
+/// only logged, so that it never stops the server.
+pub fn reload_certificate_on_hangup(
+    tls: Option<Tls>,
+    metrics: Option<Metrics>,
+) -> Result<(), ServeError> {
+    let mut hangups = hangups()?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(tls) = tls.clone() else {
+                tracing::info!(
+                    trigger = "SIGHUP",
+                    "nothing to reload: the server runs the built-in policy, without a \
+                     configuration file or TLS"
+                );
+                continue;
+            };
+            let reloading = tls.clone();
+            let reloaded = tokio::task::spawn_blocking(move || {
+                crate::tls::reload_certificate(Some(&reloading), None)
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(metrics) = &metrics {
+                record_certificate(metrics, Some(&tls), reloaded);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts listening for `SIGHUP`, which from then on no longer ends the
+/// process.
+fn hangups() -> Result<tokio::signal::unix::Signal, ServeError> {
+    signal(SignalKind::hangup()).map_err(|source| ServeError::Signal {
         signal: "SIGHUP",
         source,
-    })?;
+    })
+}
+
+/// Reloads the configuration with `reloader` on every `SIGHUP`.
+pub fn reload_on_hangup(reloader: Reloader) -> Result<(), ServeError> {
+    let mut hangups = hangups()?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             reloader.reload("SIGHUP").await;

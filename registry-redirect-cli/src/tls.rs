@@ -399,20 +399,27 @@ fn load_certified_key(files: &TlsFiles) -> Result<Loaded, TlsError> {
 /// new configuration (or from its fixed files), and logs the outcome: INFO
 /// on success, ERROR with the file and the reason when the old certificate
 /// stays. A change between HTTP and HTTPS needs a restart, and is logged
-/// with a warning.
-pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) {
+/// with a warning. Returns whether the new certificate serves, or `None`
+/// when no certificate was loaded.
+pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) -> Option<bool> {
     let files = tls.and_then(|tls| tls.fixed_files.as_deref()).or(files);
     match (tls, files) {
         (Some(tls), Some(files)) => match tls.reload(files) {
-            Ok(()) => tracing::info!(
-                cert_file = %files.cert_file.display(),
-                key_file = %files.key_file.display(),
-                "TLS certificate reloaded"
-            ),
-            Err(error) => tracing::error!(
-                %error,
-                "TLS certificate reload failed; the previous certificate keeps serving"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    cert_file = %files.cert_file.display(),
+                    key_file = %files.key_file.display(),
+                    "TLS certificate reloaded"
+                );
+                return Some(true);
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "TLS certificate reload failed; the previous certificate keeps serving"
+                );
+                return Some(false);
+            }
         },
         (Some(_), None) => tracing::warn!(
             "[tls] was removed from the configuration; HTTPS with the previous certificate \
@@ -423,6 +430,7 @@ pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) {
         ),
         (None, None) => {}
     }
+    None
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl Server {
                 .and_then(|addr| addr.parse().ok())
                 .unwrap_or_else(|| panic!("expected `{prefix}ADDR` on stdout, got {lines:?}"))
         };
-        // With TLS the line says `https://`, with the address after it as before.
+        // With TLS the line starts `listening on https://`, with the same address.
         let registry = lines
             .first()
             .map(|line| line.replacen("listening on https://", "listening on http://", 1));
@@ -300,6 +300,18 @@ fn metrics_report_tls_certificate_expiry() {
         expiry < now + 3.0 * day,
         "{expiry} is more than three days from {now}"
     );
+
+    // A certificate cut short is rejected at the reload: that reload of the
+    // configuration succeeds, the certificate's fails, and the expiry stays.
+    std::fs::write(&files.cert_file, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
+    server.signal("-HUP");
+    let failure = "registry_redirect_tls_reloads_total{result=\"failure\"}";
+    let text = wait_for_sample(&server, failure, 1.0);
+    let success = "registry_redirect_tls_reloads_total{result=\"success\"}";
+    assert_eq!(sample(&text, success), Some(0.0), "{text}");
+    let reloads = "registry_redirect_reloads_total{result=\"success\"}";
+    assert_eq!(sample(&text, reloads), Some(1.0), "{text}");
+    assert_eq!(sample(&text, TLS_EXPIRY), Some(expiry), "{text}");
 }
 
 #[test]

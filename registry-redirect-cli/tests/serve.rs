@@ -717,6 +717,29 @@ fn https_status(addr: SocketAddr, ca: &std::path::Path) -> String {
     }
 }
 
+/// Polls over HTTPS, trusting only `ca`, until the server responds with a
+/// redirect, at most [`PROCESS_DEADLINE`].
+fn wait_for_https(addr: SocketAddr, ca: &std::path::Path) {
+    let started = Instant::now();
+    while https_status(addr, ca) != "307" {
+        assert!(
+            started.elapsed() < PROCESS_DEADLINE,
+            "no certificate of {} ever served",
+            ca.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops the server with SIGTERM and checks that it exits cleanly.
+fn stop(server: &mut Server) {
+    terminate(server.pid());
+    let status = server
+        .wait_for_exit()
+        .expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[test]
 fn sighup_reloads_certificate_keeps_bad() {
     let first = certificates::TestCertificates::create("sighup-first");
@@ -757,22 +780,57 @@ fn sighup_reloads_certificate_keeps_bad() {
     // A valid pair from another CA replaces it.
     install(&second.files());
     send_signal(server.pid(), "-HUP");
-    let started = Instant::now();
-    while https_status(server.addr, &second.ca()) != "307" {
-        assert!(
-            started.elapsed() < PROCESS_DEADLINE,
-            "the second certificate never served"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_https(server.addr, &second.ca());
     assert!(https_status(server.addr, &first.ca()).starts_with("curl failed"));
 
-    terminate(server.pid());
-    let status = server
-        .wait_for_exit()
-        .expect("the server exits after SIGTERM");
-    assert_eq!(status.code(), Some(0));
+    stop(&mut server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_without_config_reloads_flag_certificate() {
+    let first = certificates::TestCertificates::create("hup-flags-first");
+    let second = certificates::TestCertificates::create("hup-flags-second");
+    let dir = std::env::temp_dir().join(format!(
+        "registry-redirect-tls-flags-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let install = |files: &registry_redirect_cli::tls::TlsFiles| {
+        std::fs::copy(&files.cert_file, &cert).unwrap();
+        std::fs::copy(&files.key_file, &key).unwrap();
+    };
+    install(&first.files());
+    let mut server = Server::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(https_status(server.addr, &first.ca()), "307");
+
+    // Without a configuration file, SIGHUP reloads the flags' files, and
+    // the server keeps running.
+    install(&second.files());
+    send_signal(server.pid(), "-HUP");
+    wait_for_https(server.addr, &second.ca());
+
+    stop(&mut server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sighup_without_config_or_tls_keeps_serving() {
+    let mut server = Server::start(&[]);
+    send_signal(server.pid(), "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        send(server.addr, "GET", "/v2/pause/manifests/3.10").status,
+        307
+    );
+
+    stop(&mut server);
 }
 
 #[test]

@@ -265,6 +265,7 @@ fn exposition_lines_are_well_formed() {
     metrics.record_reload(false);
     metrics.set_config("ab12", std::time::SystemTime::now());
     metrics.set_tls_certificate_expiry(1_800_000_000);
+    metrics.record_tls_reload(false);
 
     let text = metrics.render();
     let mut described = std::collections::BTreeSet::new();
@@ -311,6 +312,13 @@ fn exposition_lines_are_well_formed() {
             "registry_redirect_tls_certificate_expiry_timestamp_seconds"
         ),
         Some(1_800_000_000)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "registry_redirect_tls_reloads_total{result=\"failure\"}"
+        ),
+        Some(1)
     );
 }
 

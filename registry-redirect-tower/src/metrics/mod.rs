@@ -73,6 +73,8 @@ struct Inner {
     /// The served TLS certificate's notAfter, in seconds since the Unix
     /// epoch; `None` without TLS.
     tls_certificate_expiry: Mutex<Option<i64>>,
+    tls_reloads_succeeded: AtomicU64,
+    tls_reloads_failed: AtomicU64,
     checks: Mutex<Option<Checks>>,
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
@@ -110,6 +112,8 @@ impl Metrics {
                 reloads_failed: AtomicU64::new(0),
                 config: Mutex::new(None),
                 tls_certificate_expiry: Mutex::new(None),
+                tls_reloads_succeeded: AtomicU64::new(0),
+                tls_reloads_failed: AtomicU64::new(0),
                 checks: Mutex::new(None),
                 connections_accepted: AtomicU64::new(0),
                 connections_open: AtomicU64::new(0),
@@ -145,6 +149,17 @@ impl Metrics {
     /// out.
     pub fn set_tls_certificate_expiry(&self, not_after_seconds: i64) {
         *lock(&self.inner.tls_certificate_expiry) = Some(not_after_seconds);
+    }
+
+    /// Counts a reload of the TLS certificate that replaced it
+    /// (`succeeded`), or one that failed and left the old one serving.
+    pub fn record_tls_reload(&self, succeeded: bool) {
+        let counter = if succeeded {
+            &self.inner.tls_reloads_succeeded
+        } else {
+            &self.inner.tls_reloads_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reports the blob-check cache and the mirror health of `checks` in

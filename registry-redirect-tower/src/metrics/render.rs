@@ -152,6 +152,19 @@ fn render_tls(inner: &Inner, out: &mut String) {
         "When the TLS certificate being served expires (its notAfter), in seconds since the Unix epoch.",
     );
     let _ = writeln!(out, "{name} {not_after}");
+
+    let name = "registry_redirect_tls_reloads_total";
+    header(
+        out,
+        name,
+        "counter",
+        "TLS certificate reloads, by result: success (the new certificate serves) or \
+         failure (the previous certificate keeps serving).",
+    );
+    let succeeded = inner.tls_reloads_succeeded.load(Ordering::Relaxed);
+    let failed = inner.tls_reloads_failed.load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}{{result=\"success\"}} {succeeded}");
+    let _ = writeln!(out, "{name}{{result=\"failure\"}} {failed}");
 }
 
 fn render_checks(inner: &Inner, out: &mut String) {
