@@ -491,6 +491,20 @@ impl Family {
         }
     }
 
+    /// Returns [`Family::expected`] with a word on leading zeros, for a
+    /// value that only they make invalid.
+    fn expected_without_leading_zeros(self) -> &'static str {
+        match self {
+            Family::V4 => "an IPv4 prefix such as 192.0.2.0/24, without leading zeros",
+            Family::V6 => {
+                "an IPv6 prefix such as 2001:db8::/32, without leading zeros in its length"
+            }
+            Family::Any => {
+                "a CIDR or IP address such as 192.0.2.0/24 or 2001:db8::/32, without leading zeros"
+            }
+        }
+    }
+
     fn admits(self, net: &IpNet) -> bool {
         match self {
             Family::V4 => matches!(net, IpNet::V4(_)),
@@ -510,10 +524,31 @@ fn parse_prefix(
         Some(net) if family.admits(&net) => Ok(net),
         _ => Err(SourceError::InvalidPrefix {
             field: field(),
+            expected: if has_leading_zero(value) {
+                family.expected_without_leading_zeros()
+            } else {
+                family.expected()
+            },
             value: value.to_owned(),
-            expected: family.expected(),
         }),
     }
+}
+
+/// Returns whether an IPv4 number or the prefix length in `value` has a
+/// leading zero (`010.0.0.0/8`, `10.0.0.0/08`), which [`parse_network`]
+/// rejects.
+fn has_leading_zero(value: &str) -> bool {
+    let is_zero_led = |part: &str| {
+        part.len() > 1 && part.starts_with('0') && part.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    let (address, length) = match value.trim().split_once('/') {
+        Some((address, length)) => (address, Some(length)),
+        None => (value.trim(), None),
+    };
+    // The IPv4 numbers, also at the end of an IPv6 address (`::ffff:010.0.0.1`).
+    let ipv4 = address.rsplit(':').next().unwrap_or(address);
+    let ipv4_zero_led = ipv4.contains('.') && ipv4.split('.').any(is_zero_led);
+    ipv4_zero_led || length.is_some_and(is_zero_led)
 }
 
 fn missing(field: String, expected: &'static str) -> SourceError {
@@ -1236,6 +1271,16 @@ mod tests {
             ),
             (
                 Plain,
+                "10.0.0.0/8 a r1\n010.1.0.0/16 a r2\n",
+                "line 2 is \"010.1.0.0/16\", which is not a CIDR or IP address such as 192.0.2.0/24 or 2001:db8::/32, without leading zeros",
+            ),
+            (
+                Aws,
+                r#"{"prefixes": [{"ip_prefix": "3.6.0.0/016", "region": "x", "service": "AMAZON"}]}"#,
+                "prefixes[0].ip_prefix is \"3.6.0.0/016\", which is not an IPv4 prefix such as 192.0.2.0/24, without leading zeros",
+            ),
+            (
+                Plain,
                 "10.0.0.0/8 aws eu west # split region\n",
                 "line 1 has 4 fields (\"10.0.0.0/8 aws eu west\"), expected PREFIX, PREFIX REGION or PREFIX CLOUD REGION",
             ),
@@ -1246,6 +1291,28 @@ mod tests {
                 expected,
                 "{format}: {input}"
             );
+        }
+    }
+
+    #[test]
+    fn leading_zeros_found_in_numbers_and_lengths() {
+        for value in [
+            "010.0.0.0/8",
+            "10.0.0.01",
+            "10.0.0.0/08",
+            "2001:db8::/032",
+            "::ffff:010.0.0.1",
+        ] {
+            assert!(has_leading_zero(value), "{value}");
+        }
+        for value in [
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "2001:0db8::/32",
+            "::ffff:10.0.0.1",
+            "1.2.3.4.5",
+        ] {
+            assert!(!has_leading_zero(value), "{value}");
         }
     }
 
