@@ -957,6 +957,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn absolute_target_host_rules() {
+        let addr = start_server(ConnectionSettings::default()).await;
+        // The target's authority wins over another valid host in Host.
+        let request = b"GET http://registry.example/v2/pause/manifests/3.10 HTTP/1.1\r\n\
+            Host: other.example\r\nConnection: close\r\n\r\n";
+        let (response, _) = tokio::task::spawn_blocking(move || exchange(addr, request))
+            .await
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 307 "), "{response}");
+
+        // A Host line that is not a host is a bad request all the same.
+        let request = b"GET http://registry.example/v2/pause/manifests/3.10 HTTP/1.1\r\n\
+            Host: bad host\r\nConnection: close\r\n\r\n";
+        let (response, _) = tokio::task::spawn_blocking(move || exchange(addr, request))
+            .await
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+        assert!(response.contains("UNSUPPORTED"), "{response}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn slow_headers_close_connection() {
         let timeout = Duration::from_millis(300);
         let addr = start_server(ConnectionSettings {

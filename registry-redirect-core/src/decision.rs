@@ -80,22 +80,25 @@ pub struct RequestView<'a> {
 impl<'a> RequestView<'a> {
     /// Builds a view of an [`http::Request`]. The host comes from the
     /// request target's authority when it has one (absolute form and
-    /// HTTP/2), else from the `Host` header.
+    /// HTTP/2), else from the `Host` header. A `Host` line beside an
+    /// authority that is not a host at all becomes the view's host, so
+    /// that [`decide`] rejects the request as RFC 9112 (section 3.2)
+    /// requires.
     pub fn from_request<B>(request: &'a http::Request<B>, peer: Option<IpAddr>) -> Self {
         let uri = request.uri();
+        let header = request.headers().get(HOST);
+        // A host of other bytes is not a host, so `decide` reads the raw
+        // header and rejects it.
+        let header_text = || header.and_then(|value| value.to_str().ok());
         // The whole authority, so that user info in it (`user@host`) is
         // rejected as a Host with `@` would be. Rules ignore the port.
-        let host = uri
-            .authority()
-            .map(|authority| authority.as_str())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(HOST)
-                    // A host of other bytes is not a host, so `decide`
-                    // reads the raw header and rejects it.
-                    .and_then(|value| value.to_str().ok())
-            });
+        let host = match uri.authority() {
+            Some(_) if header.is_some_and(|value| !is_host_value(value.as_bytes())) => {
+                header_text()
+            }
+            Some(authority) => Some(authority.as_str()),
+            None => header_text(),
+        };
         RequestView {
             method: request.method(),
             path: uri.path(),
@@ -1360,6 +1363,26 @@ mod tests {
             matches!(decision.outcome, Outcome::Redirect { .. }),
             "{decision}"
         );
+
+        // A Host line that is not a host is a bad request either way
+        // (RFC 9112, section 3.2).
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            let invalid = request(version, Some("bad host"));
+            let decision = decide(&policy, &RequestView::from_request(&invalid, None));
+            let rejection = rejection(&decision);
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{version:?}");
+            assert!(
+                rejection.message.contains("not a host name"),
+                "{version:?}: {}",
+                rejection.message
+            );
+        }
+        let raw = http::Request::get("https://registry.example.com/v2/a/manifests/1")
+            .header("host", http::HeaderValue::from_bytes(b"b\xfccher").unwrap())
+            .body(())
+            .unwrap();
+        let decision = decide(&policy, &RequestView::from_request(&raw, None));
+        assert_eq!(rejection(&decision).status, StatusCode::BAD_REQUEST);
     }
 
     #[test]
