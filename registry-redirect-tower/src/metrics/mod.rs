@@ -59,6 +59,24 @@ struct ConfigInfo {
     loaded_at_seconds: f64,
 }
 
+/// Counts of reloads that succeeded and of reloads that failed.
+#[derive(Default)]
+struct ReloadCounts {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ReloadCounts {
+    fn record(&self, succeeded: bool) {
+        let counter = if succeeded {
+            &self.succeeded
+        } else {
+            &self.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     /// The counter table of the policy that requests met last.
     table: ArcSwap<RouteTable>,
@@ -67,14 +85,12 @@ struct Inner {
     series: Mutex<Series>,
     unrouted: StatusCounters,
     latency: [Histogram; DecisionLabel::ALL.len()],
-    reloads_succeeded: AtomicU64,
-    reloads_failed: AtomicU64,
+    reloads: ReloadCounts,
     config: Mutex<Option<ConfigInfo>>,
     /// The served TLS certificate's notAfter, in seconds since the Unix
     /// epoch; `None` without TLS.
     tls_certificate_expiry: Mutex<Option<i64>>,
-    tls_reloads_succeeded: AtomicU64,
-    tls_reloads_failed: AtomicU64,
+    tls_reloads: ReloadCounts,
     checks: Mutex<Option<Checks>>,
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
@@ -108,12 +124,10 @@ impl Metrics {
                 series: Mutex::new(Series::new()),
                 unrouted: StatusCounters::default(),
                 latency: Default::default(),
-                reloads_succeeded: AtomicU64::new(0),
-                reloads_failed: AtomicU64::new(0),
+                reloads: ReloadCounts::default(),
                 config: Mutex::new(None),
                 tls_certificate_expiry: Mutex::new(None),
-                tls_reloads_succeeded: AtomicU64::new(0),
-                tls_reloads_failed: AtomicU64::new(0),
+                tls_reloads: ReloadCounts::default(),
                 checks: Mutex::new(None),
                 connections_accepted: AtomicU64::new(0),
                 connections_open: AtomicU64::new(0),
@@ -124,12 +138,7 @@ impl Metrics {
     /// Counts a configuration reload that replaced the policy
     /// (`succeeded`), or one that failed and left the old policy serving.
     pub fn record_reload(&self, succeeded: bool) {
-        let counter = if succeeded {
-            &self.inner.reloads_succeeded
-        } else {
-            &self.inner.reloads_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.reloads.record(succeeded);
     }
 
     /// Sets the configuration in force: the SHA-256 of its text, as
@@ -154,12 +163,7 @@ impl Metrics {
     /// Counts a reload of the TLS certificate that replaced it
     /// (`succeeded`), or one that failed and left the old one serving.
     pub fn record_tls_reload(&self, succeeded: bool) {
-        let counter = if succeeded {
-            &self.inner.tls_reloads_succeeded
-        } else {
-            &self.inner.tls_reloads_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.tls_reloads.record(succeeded);
     }
 
     /// Reports the blob-check cache and the mirror health of `checks` in

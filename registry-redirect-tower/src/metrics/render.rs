@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::requests::{DecisionLabel, UNATTRIBUTED};
-use super::{lock, Inner};
+use super::{lock, Inner, ReloadCounts};
 
 const REQUESTS: &str = "registry_redirect_requests_total";
 const LATENCY: &str = "registry_redirect_decision_duration_seconds";
@@ -103,10 +103,7 @@ fn render_reloads(inner: &Inner, out: &mut String) {
         "Configuration reloads, by result: success (the new policy serves) or \
          failure (the previous policy keeps serving).",
     );
-    let succeeded = inner.reloads_succeeded.load(Ordering::Relaxed);
-    let failed = inner.reloads_failed.load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}{{result=\"success\"}} {succeeded}");
-    let _ = writeln!(out, "{name}{{result=\"failure\"}} {failed}");
+    write_reload_counts(out, name, &inner.reloads);
 
     let Some(config) = lock(&inner.config).clone() else {
         return;
@@ -161,8 +158,13 @@ fn render_tls(inner: &Inner, out: &mut String) {
         "TLS certificate reloads, by result: success (the new certificate serves) or \
          failure (the previous certificate keeps serving).",
     );
-    let succeeded = inner.tls_reloads_succeeded.load(Ordering::Relaxed);
-    let failed = inner.tls_reloads_failed.load(Ordering::Relaxed);
+    write_reload_counts(out, name, &inner.tls_reloads);
+}
+
+/// Writes the two samples of the reload counter `name`, by result.
+fn write_reload_counts(out: &mut String, name: &str, counts: &ReloadCounts) {
+    let succeeded = counts.succeeded.load(Ordering::Relaxed);
+    let failed = counts.failed.load(Ordering::Relaxed);
     let _ = writeln!(out, "{name}{{result=\"success\"}} {succeeded}");
     let _ = writeln!(out, "{name}{{result=\"failure\"}} {failed}");
 }
