@@ -245,8 +245,7 @@ impl Reloader {
     /// as `SIGHUP`. Returns whether the new policy is serving.
     pub async fn reload(&self, trigger: &'static str) -> bool {
         let _running = self.running.lock().await;
-        let mut certificate = None;
-        let reloaded = self.load_and_apply(trigger, &mut certificate).await;
+        let (reloaded, certificate) = self.load_and_apply(trigger).await;
         if let Some(metrics) = &self.metrics {
             metrics.record_reload(reloaded.is_some());
             if let Some(sha256) = &reloaded {
@@ -258,13 +257,8 @@ impl Reloader {
     }
 
     /// Reloads, and returns the SHA-256 of the configuration when it
-    /// serves. Sets `certificate` to the result of the certificate reload,
-    /// when there was one.
-    async fn load_and_apply(
-        &self,
-        trigger: &'static str,
-        certificate: &mut Option<bool>,
-    ) -> Option<String> {
+    /// serves, and the result of the certificate reload when there was one.
+    async fn load_and_apply(&self, trigger: &'static str) -> (Option<String>, Option<bool>) {
         let file = self.path.clone();
         let tls = self.tls.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -273,11 +267,8 @@ impl Reloader {
             Ok::<_, crate::config::LoadError>((config, certificate))
         })
         .await;
-        let config = match loaded {
-            Ok(Ok((config, reloaded))) => {
-                *certificate = reloaded;
-                config
-            }
+        let (config, certificate) = match loaded {
+            Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {
                 // The error goes last, as a field: it may span several
                 // lines (one per problem), and JSON logs get it whole.
@@ -287,11 +278,11 @@ impl Reloader {
                     %error,
                     "reload failed; the previous policy keeps serving"
                 );
-                return None;
+                return (None, None);
             }
             Err(error) => {
                 tracing::error!(config = %self.path.display(), trigger, %error, "reload failed; the previous policy keeps serving");
-                return None;
+                return (None, None);
             }
         };
         if (config.proxy_protocol, config.limits) != self.listener_keys {
@@ -318,7 +309,7 @@ impl Reloader {
             self.listen,
             &self.check_settings,
         );
-        applied.then_some(sha256)
+        (applied.then_some(sha256), certificate)
     }
 }
 
@@ -345,7 +336,7 @@ pub fn reload_certificate_on_hangup(
     let mut hangups = hangups()?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let Some(tls) = tls.clone() else {
+            let Some(tls) = &tls else {
                 tracing::info!(
                     trigger = "SIGHUP",
                     "nothing to reload: the server runs the built-in policy, without a \
@@ -361,7 +352,7 @@ pub fn reload_certificate_on_hangup(
             .ok()
             .flatten();
             if let Some(metrics) = &metrics {
-                record_certificate(metrics, Some(&tls), reloaded);
+                record_certificate(metrics, Some(tls), reloaded);
             }
         }
     });

@@ -411,26 +411,31 @@ pub fn reload_certificate(tls: Option<&Tls>, files: Option<&TlsFiles>) -> Option
                     key_file = %files.key_file.display(),
                     "TLS certificate reloaded"
                 );
-                return Some(true);
+                Some(true)
             }
             Err(error) => {
                 tracing::error!(
                     %error,
                     "TLS certificate reload failed; the previous certificate keeps serving"
                 );
-                return Some(false);
+                Some(false)
             }
         },
-        (Some(_), None) => tracing::warn!(
-            "[tls] was removed from the configuration; HTTPS with the previous certificate \
-             continues until a restart"
-        ),
-        (None, Some(_)) => tracing::warn!(
-            "[tls] was added to the configuration; HTTPS starts only after a restart"
-        ),
-        (None, None) => {}
+        (Some(_), None) => {
+            tracing::warn!(
+                "[tls] was removed from the configuration; HTTPS with the previous \
+                 certificate continues until a restart"
+            );
+            None
+        }
+        (None, Some(_)) => {
+            tracing::warn!(
+                "[tls] was added to the configuration; HTTPS starts only after a restart"
+            );
+            None
+        }
+        (None, None) => None,
     }
-    None
 }
 
 #[cfg(test)]
