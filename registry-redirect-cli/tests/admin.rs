@@ -301,8 +301,8 @@ fn metrics_report_tls_certificate_expiry() {
         "{expiry} is more than three days from {now}"
     );
 
-    // A certificate cut short is rejected at the reload: that reload of the
-    // configuration succeeds, the certificate's fails, and the expiry stays.
+    // A certificate cut short is rejected at the reload. The configuration
+    // reload succeeds, the certificate reload fails, and the expiry stays.
     std::fs::write(&files.cert_file, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
     server.signal("-HUP");
     let failure = "registry_redirect_tls_reloads_total{result=\"failure\"}";

@@ -80,15 +80,15 @@ pub struct RequestView<'a> {
 impl<'a> RequestView<'a> {
     /// Builds a view of an [`http::Request`]. The host comes from the
     /// request target's authority when it has one (absolute form and
-    /// HTTP/2), else from the `Host` header. A `Host` line beside an
-    /// authority that is not a host at all becomes the view's host, so
-    /// that [`decide`] rejects the request as RFC 9112 (section 3.2)
-    /// requires.
+    /// HTTP/2), else from the `Host` header. When a request with an
+    /// authority also has a `Host` line that is not a host at all, that
+    /// line becomes the view's host, so that [`decide`] rejects the request
+    /// as RFC 9112 (section 3.2) requires.
     pub fn from_request<B>(request: &'a http::Request<B>, peer: Option<IpAddr>) -> Self {
         let uri = request.uri();
         let header = request.headers().get(HOST);
-        // A host of other bytes is not a host, so `decide` reads the raw
-        // header and rejects it.
+        // A `Host` value that is not visible ASCII cannot be the view's
+        // host, so `decide` reads the raw header and rejects it.
         let header_text = || header.and_then(|value| value.to_str().ok());
         // The whole authority, so that user info in it (`user@host`) is
         // rejected as a Host with `@` would be. Rules ignore the port.
@@ -715,7 +715,7 @@ fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
             .is_some_and(|value| !is_host_value(value.as_bytes())),
     };
     // An HTTP/2 request's host is its `:authority`. Only such requests
-    // look `Host` up again, so HTTP/1.1 requests pay nothing for it.
+    // look `Host` up a second time, so HTTP/1.1 requests cost no more.
     let conflicting = request.version >= Version::HTTP_2
         && request.host.is_some_and(|host| {
             headers

@@ -492,7 +492,7 @@ impl Family {
     }
 
     /// Returns [`Family::expected`] with a word on leading zeros, for a
-    /// value that only they make invalid.
+    /// value that leading zeros make invalid.
     fn expected_without_leading_zeros(self) -> &'static str {
         match self {
             Family::V4 => "an IPv4 prefix such as 192.0.2.0/24, without leading zeros",

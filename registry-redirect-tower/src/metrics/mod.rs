@@ -88,7 +88,7 @@ struct Inner {
     reloads: ReloadCounts,
     config: Mutex<Option<ConfigInfo>>,
     /// The served TLS certificate's notAfter, in seconds since the Unix
-    /// epoch; `None` without TLS.
+    /// epoch, or `None` without TLS.
     tls_certificate_expiry: Mutex<Option<i64>>,
     tls_reloads: ReloadCounts,
     checks: Mutex<Option<Checks>>,
