@@ -156,6 +156,17 @@ impl Metrics {
     /// Sets when the TLS certificate being served expires: its notAfter,
     /// in seconds since the Unix epoch. Without a call, the metric is left
     /// out.
+    ///
+    /// ```
+    /// use registry_redirect_tower::Metrics;
+    ///
+    /// let metrics = Metrics::new();
+    /// metrics.set_tls_certificate_expiry(1_800_000_000);
+    /// metrics.record_tls_reload(false);
+    /// let text = metrics.render();
+    /// assert!(text.contains("registry_redirect_tls_certificate_expiry_timestamp_seconds 1800000000\n"));
+    /// assert!(text.contains("registry_redirect_tls_reloads_total{result=\"failure\"} 1\n"));
+    /// ```
     pub fn set_tls_certificate_expiry(&self, not_after_seconds: i64) {
         *lock(&self.inner.tls_certificate_expiry) = Some(not_after_seconds);
     }
