@@ -543,6 +543,35 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         )
         .await?;
 
+        let checks = serve::start_checks(&config.policy, config.check_settings.clone())?;
+        // With the access log filtered out, the layer skips building its
+        // event altogether. The filter is fixed for the life of the process.
+        let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
+        let handle = PolicyHandle::new(config.policy.clone());
+        let mut watching = None;
+        // The SIGHUP handler is installed before the address is printed,
+        // because a script may send the signal as soon as it reads the
+        // address, and an unhandled SIGHUP ends the process.
+        if let Some(path) = &args.config {
+            let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config)
+                .with_tls(tls.clone())
+                .with_metrics(metrics.clone());
+            if args.watch {
+                let fixed_files = args
+                    .flag_tls_files()
+                    .map(|files| vec![files.cert_file, files.key_file])
+                    .unwrap_or_default();
+                watching = Some(watch::watch_files(
+                    reloader.clone(),
+                    fixed_files,
+                    watch::DEFAULT_QUIET_PERIOD,
+                )?);
+            }
+            serve::reload_on_hangup(reloader)?;
+        } else {
+            serve::reload_certificate_on_hangup(tls.clone(), Some(metrics.clone()))?;
+        }
+
         // The address goes to stdout first, so that a script can read the
         // port picked for --listen ADDR:0 from the first line, and the
         // admin listener's from the second. A closed stdout does not stop
@@ -568,31 +597,6 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             "registry-redirect started"
         );
 
-        let checks = serve::start_checks(&config.policy, config.check_settings.clone())?;
-        // With the access log filtered out, the layer skips building its
-        // event altogether. The filter is fixed for the life of the process.
-        let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
-        let handle = PolicyHandle::new(config.policy.clone());
-        let mut watching = None;
-        if let Some(path) = &args.config {
-            let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config)
-                .with_tls(tls.clone())
-                .with_metrics(metrics.clone());
-            if args.watch {
-                let fixed_files = args
-                    .flag_tls_files()
-                    .map(|files| vec![files.cert_file, files.key_file])
-                    .unwrap_or_default();
-                watching = Some(watch::watch_files(
-                    reloader.clone(),
-                    fixed_files,
-                    watch::DEFAULT_QUIET_PERIOD,
-                )?);
-            }
-            serve::reload_on_hangup(reloader)?;
-        } else {
-            serve::reload_certificate_on_hangup(tls.clone(), Some(metrics.clone()))?;
-        }
         let client_addresses = args
             .log_client_addresses
             .logging(args.log_client_ipv4_prefix, args.log_client_ipv6_prefix);
