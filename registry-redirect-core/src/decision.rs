@@ -109,6 +109,17 @@ impl<'a> RequestView<'a> {
             version: request.version(),
         }
     }
+
+    /// Returns whether the request is HTTP/1.1 without a host: no `Host`
+    /// header and no authority in its target.
+    ///
+    /// RFC 9112 (section 3.2) requires a server to reject such a request
+    /// with 400, so a server that reads requests from the network returns
+    /// [`Rejection::MISSING_HOST`] for it. [`decide`] does not, because a
+    /// request built in process, as in tests, usually has no `Host`.
+    pub fn lacks_host(&self) -> bool {
+        self.version == Version::HTTP_11 && self.host.is_none() && !self.headers.contains_key(HOST)
+    }
 }
 
 /// Why a request goes where it goes: the upstream and the rule that chose it.
@@ -185,6 +196,16 @@ pub struct Rejection {
     pub code: ErrorCode,
     /// The message for the body, saying what was wrong and what is expected.
     pub message: &'static str,
+}
+
+impl Rejection {
+    /// The 400 for an HTTP/1.1 request without a host (see
+    /// [`RequestView::lacks_host`]).
+    pub const MISSING_HOST: Rejection = Rejection {
+        status: StatusCode::BAD_REQUEST,
+        code: ErrorCode::Unsupported,
+        message: "the HTTP/1.1 request has no Host header; send the registry's host name in Host",
+    };
 }
 
 /// The action to take for a request.
@@ -1313,6 +1334,44 @@ mod tests {
             .unwrap();
         let view = RequestView::from_request(&request, None);
         assert_eq!(view.host, Some("h.example:5000"));
+    }
+
+    #[test]
+    fn lacks_host_only_for_http11_without_any_host() {
+        let request = |version, target: &str, host: Option<&[u8]>| {
+            let mut builder = http::Request::get(target).version(version);
+            if let Some(host) = host {
+                builder = builder.header("host", http::HeaderValue::from_bytes(host).unwrap());
+            }
+            builder.body(()).unwrap()
+        };
+        let lacks =
+            |request: &http::Request<()>| RequestView::from_request(request, None).lacks_host();
+
+        assert!(lacks(&request(Version::HTTP_11, "/v2/", None)));
+        assert!(!lacks(&request(
+            Version::HTTP_11,
+            "/v2/",
+            Some(b"h.example")
+        )));
+        // A Host line that is not text is present, and `decide` rejects it.
+        assert!(!lacks(&request(
+            Version::HTTP_11,
+            "/v2/",
+            Some(b"b\xfccher")
+        )));
+        assert!(!lacks(&request(
+            Version::HTTP_11,
+            "http://h.example/v2/",
+            None
+        )));
+        // HTTP/1.0 has no Host requirement, and HTTP/2 carries :authority.
+        assert!(!lacks(&request(Version::HTTP_10, "/v2/", None)));
+        assert!(!lacks(&request(Version::HTTP_2, "/v2/", None)));
+
+        let rejection = Rejection::MISSING_HOST;
+        assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
+        assert!(rejection.message.contains("no Host header"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arc_swap::Guard;
 use http::{request, Request, Response};
 use pin_project_lite::pin_project;
-use registry_redirect_core::{decide, Decision, Outcome, Policy, RequestView, Upstream};
+use registry_redirect_core::{decide, Decision, Outcome, Policy, Rejection, RequestView, Upstream};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -30,6 +30,7 @@ pub const ACCESS_LOG_TARGET: &str = "registry_redirect::access";
 struct Settings {
     access_log: bool,
     client_addresses: ClientAddressLogging,
+    require_host: bool,
 }
 
 /// A [`Layer`] that responds to OCI distribution requests (`/v2` and below)
@@ -82,6 +83,7 @@ impl RegistryRedirectLayer {
             settings: Settings {
                 access_log: true,
                 client_addresses: ClientAddressLogging::Off,
+                require_host: false,
             },
             checks: None,
             metrics: None,
@@ -164,6 +166,22 @@ impl RegistryRedirectLayer {
     pub fn client_address_logging(mut self, mode: ClientAddressLogging) -> Self {
         self.settings.client_addresses = mode;
         self
+    }
+
+    /// Sets whether an HTTP/1.1 `/v2` request without a host (no `Host`
+    /// header and no authority in its target) gets 400 with an OCI error,
+    /// as RFC 9112 (section 3.2) requires of a server. Off by default,
+    /// because requests built in process, as in tests, have no `Host`.
+    /// Turn it on when the layer serves requests read from the network.
+    pub fn require_host(mut self, enabled: bool) -> Self {
+        self.settings.require_host = enabled;
+        self
+    }
+
+    /// Returns whether HTTP/1.1 requests without a host get 400 (see
+    /// [`RegistryRedirectLayer::require_host`]).
+    pub fn requires_host(&self) -> bool {
+        self.settings.require_host
     }
 }
 
@@ -277,12 +295,15 @@ impl<S> RegistryRedirect<S> {
         let started = Instant::now();
         let policy = self.policy.load();
         let view = RequestView::from_request(&request, peer);
-        let decision = decide(&policy, &view);
+        let mut decision = decide(&policy, &view);
         if matches!(decision.outcome, Outcome::NotRegistry) {
             if let Some(metrics) = &self.metrics {
                 metrics.record_not_registry(started);
             }
             return Err(request);
+        }
+        if self.settings.require_host && view.lacks_host() {
+            decision.outcome = Outcome::Reject(Rejection::MISSING_HOST);
         }
         if let (Some(checks), Outcome::Candidates { .. }) = (&self.checks, &decision.outcome) {
             let checks = checks.clone();

@@ -132,3 +132,66 @@ async fn error_body_and_size_hint() {
     assert_eq!(size, body.len() as u64);
     assert!(body.starts_with(b"{\"errors\":[{\"code\":\"UNSUPPORTED\""));
 }
+
+#[tokio::test]
+async fn require_host_rejects_http11_without_host() {
+    let inner = service_fn(|_request: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
+    });
+    let layer = RegistryRedirectLayer::new(policy()).require_host(true);
+    assert!(layer.requires_host());
+    let service = ServiceBuilder::new().layer(layer).service(inner);
+    let send = |request: Request<Full<Bytes>>| {
+        let service = service.clone();
+        async move {
+            let mut response = service.oneshot(request).await.unwrap();
+            let body = response.body_mut().collect().await.unwrap().to_bytes();
+            (response, body)
+        }
+    };
+
+    let (response, body) = send(get("/v2/app/manifests/1").body(Full::default()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.contains("\"UNSUPPORTED\""), "{body}");
+    assert!(body.contains("no Host header"), "{body}");
+
+    let with_host = get("/v2/app/manifests/1")
+        .header("host", "registry.example.com")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(with_host).await.0.status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+
+    let absolute = get("http://registry.example.com/v2/app/manifests/1")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(absolute).await.0.status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+
+    let http10 = get("/v2/app/manifests/1")
+        .version(http::Version::HTTP_10)
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        send(http10).await.0.status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+
+    // Paths outside /v2 go to the inner service.
+    let (response, body) = send(get("/healthz").body(Full::default()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body, "inner");
+}
+
+#[tokio::test]
+async fn without_require_host_missing_host_is_decided() {
+    assert!(!RegistryRedirectLayer::new(policy()).requires_host());
+    let (response, _) = call(get("/v2/app/manifests/1").body(Full::default()).unwrap()).await;
+    assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+}
