@@ -4,7 +4,9 @@
 //!
 //! The layer responds to every request under `/v2`. [`OwnRoutes`] responds
 //! to the rest: `GET /` and `HEAD /` with a line that names the program,
-//! other methods on `/` with 405, and every other path with 404.
+//! other methods on `/` with 405, and every other path with 404. When the
+//! layer requires a host, an HTTP/1.1 request without one gets 400 on
+//! every path.
 //!
 //! No router and no boxed body sit between hyper and the layer, because
 //! each costs time or an allocation on every request. For the same reason
@@ -40,6 +42,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use registry_redirect_core::RequestView;
 use registry_redirect_tower::{
     RegistryRedirect, RegistryRedirectLayer, ResponseBody, ResponseFuture,
 };
@@ -56,6 +59,10 @@ pub const ROOT_TEXT: &str = "registry-redirect: an OCI registry redirector. \
 pub const NOT_FOUND_TEXT: &str =
     "not found: this server answers GET / and the OCI distribution API under /v2/\n";
 
+/// The text of the 400 for an HTTP/1.1 request without a host, outside `/v2`.
+pub const MISSING_HOST_TEXT: &str =
+    "bad request: the HTTP/1.1 request has no Host header; send the server's host name in Host\n";
+
 static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 static GET_HEAD: HeaderValue = HeaderValue::from_static("GET,HEAD");
 
@@ -66,14 +73,20 @@ pub type App = RegistryRedirect<OwnRoutes>;
 pub type AppBody = ResponseBody<Full<Bytes>>;
 
 /// Builds the application: `layer` handles `/v2` and below, and
-/// [`OwnRoutes`] the rest.
+/// [`OwnRoutes`] the rest, requiring a host when the layer does.
 pub fn app(layer: RegistryRedirectLayer) -> App {
-    layer.layer(OwnRoutes)
+    let own_routes = OwnRoutes {
+        require_host: layer.requires_host(),
+    };
+    layer.layer(own_routes)
 }
 
 /// The server's responses to requests outside `/v2`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OwnRoutes;
+pub struct OwnRoutes {
+    /// Whether an HTTP/1.1 request without a host gets 400.
+    pub require_host: bool,
+}
 
 impl<B> Service<Request<B>> for OwnRoutes {
     type Response = Response<Full<Bytes>>;
@@ -85,6 +98,13 @@ impl<B> Service<Request<B>> for OwnRoutes {
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.require_host && RequestView::from_request(&request, None).lacks_host() {
+            return ready(Ok(text_response(
+                StatusCode::BAD_REQUEST,
+                MISSING_HOST_TEXT,
+                request.method() == Method::HEAD,
+            )));
+        }
         ready(Ok(own_response(request.method(), request.uri().path())))
     }
 }
@@ -250,6 +270,30 @@ mod tests {
                 assert_eq!(sent.body, NOT_FOUND_TEXT, "{method} {path}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn own_routes_require_host_when_layer_does() {
+        let config = Config::builtin().unwrap();
+        let layer = RegistryRedirectLayer::new(config.policy)
+            .access_log(false)
+            .require_host(true);
+        let service = app(layer);
+        let send = |host: Option<&str>| {
+            let mut builder = Request::get("/");
+            if let Some(host) = host {
+                builder = builder.header("host", host);
+            }
+            service.clone().oneshot(builder.body(()).unwrap())
+        };
+
+        let response = send(None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, MISSING_HOST_TEXT);
+
+        let response = send(Some("registry.example.test")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -628,6 +628,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             "listener settings"
         );
         let mut layer = RegistryRedirectLayer::with_handle(handle)
+            .require_host(true)
             .access_log(access_log)
             .client_address_logging(client_addresses)
             .with_metrics(metrics);

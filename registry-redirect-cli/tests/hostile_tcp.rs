@@ -234,15 +234,25 @@ fn send_raw(
     target: &[u8],
     headers: &str,
 ) -> Result<Response, String> {
-    let mut stream = connect_from(runtime, from, server);
     let mut request = format!("{method} ").into_bytes();
     request.extend_from_slice(target);
     request.extend_from_slice(
         format!(" HTTP/1.1\r\nHost: registry.example.test\r\n{headers}Connection: close\r\n\r\n")
             .as_bytes(),
     );
+    send_bytes(runtime, server, from, &request)
+}
+
+/// Sends `request` as written and reads the first response.
+fn send_bytes(
+    runtime: &tokio::runtime::Runtime,
+    server: SocketAddr,
+    from: Ipv4Addr,
+    request: &[u8],
+) -> Result<Response, String> {
+    let mut stream = connect_from(runtime, from, server);
     stream
-        .write_all(&request)
+        .write_all(request)
         .map_err(|error| format!("write: {error}"))?;
     let mut raw = Vec::new();
     if let Err(error) = stream.read_to_end(&mut raw) {
@@ -662,6 +672,52 @@ fn ambiguous_host_header_over_tcp() {
     )
     .expect("a response");
     assert_eq!(response.status, 200, "{response:?}");
+}
+
+/// An HTTP/1.1 request without a host gets 400 on every path, as RFC 9112
+/// (section 3.2) requires. HTTP/1.0 needs no `Host`, and an absolute-form
+/// target carries the host in the request line.
+#[test]
+fn missing_host_over_tcp() {
+    let server = Server::start("missing-host");
+    let runtime = runtime();
+    let send = |request: &str| {
+        send_bytes(&runtime, server.addr, UNTRUSTED, request.as_bytes())
+            .unwrap_or_else(|error| panic!("{request:?}: {error}"))
+    };
+
+    let manifest = send("GET /v2/nginx/manifests/latest HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(manifest.status, 400, "{manifest:?}");
+    assert_eq!(manifest.header("location"), None);
+    assert_eq!(
+        oci_error_code(&manifest.body).as_deref(),
+        Ok("UNSUPPORTED"),
+        "{manifest:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&manifest.body).contains("no Host header"),
+        "{manifest:?}"
+    );
+
+    let head = send("HEAD /v2/nginx/manifests/latest HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(head.status, 400, "{head:?}");
+    assert!(head.body.is_empty(), "{head:?}");
+
+    let root = send("GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(root.status, 400, "{root:?}");
+    assert!(
+        String::from_utf8_lossy(&root.body).contains("no Host header"),
+        "{root:?}"
+    );
+
+    let http10 = send("GET /v2/nginx/manifests/latest HTTP/1.0\r\n\r\n");
+    assert_eq!(http10.status, 307, "{http10:?}");
+
+    let absolute = send(
+        "GET http://registry.example.test/v2/nginx/manifests/latest HTTP/1.1\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert_eq!(absolute.status, 307, "{absolute:?}");
 }
 
 #[test]

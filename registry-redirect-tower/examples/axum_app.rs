@@ -46,7 +46,13 @@ pub fn app(handle: PolicyHandle) -> Router {
             "/metrics",
             get(move || async move { ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], render.render()) }),
         )
-        .layer(RegistryRedirectLayer::with_handle(handle).with_metrics(metrics))
+        .layer(
+            RegistryRedirectLayer::with_handle(handle)
+                .with_metrics(metrics)
+                // Requests come from the network, so HTTP/1.1 requests
+                // without a Host header get 400, as RFC 9112 requires.
+                .require_host(true),
+        )
 }
 
 #[tokio::main]
