@@ -178,6 +178,14 @@ pub enum SourceError {
         /// The line without its comment.
         text: String,
     },
+    /// More than one line of a plain text file is invalid.
+    #[error("{} invalid lines: {}", errors.len() + more, join_errors(errors, *more))]
+    InvalidLines {
+        /// The errors of the first invalid lines, in line order.
+        errors: Vec<SourceError>,
+        /// The number of invalid lines after those in `errors`.
+        more: usize,
+    },
     /// The file lists no prefixes at all.
     ///
     /// Rejecting it keeps a truncated or empty download from replacing
@@ -808,35 +816,86 @@ pub fn parse_azure(bytes: &[u8], cloud: Option<&str>) -> Result<LabeledRanges, S
 /// `PREFIX CLOUD REGION`. Lines with fewer than three fields get
 /// `default_cloud`. `#` starts a comment, on its own line or after the
 /// fields, and blank lines are skipped.
+///
+/// Every line is checked, so that one run reports all invalid lines: the
+/// first [`REPORTED_LINES`] in full, and how many more there are.
 pub fn parse_plain(
     bytes: &[u8],
     default_cloud: Option<&str>,
 ) -> Result<LabeledRanges, SourceError> {
     let mut ranges = LabeledRanges::new();
+    let mut errors = Vec::new();
+    let mut more = 0;
     for (index, raw) in strip_bom(bytes).split(|&byte| byte == b'\n').enumerate() {
         let line = index + 1;
-        let text = std::str::from_utf8(raw).map_err(|_| SourceError::InvalidUtf8 { line })?;
-        let text = text.split_once('#').map_or(text, |(before, _)| before);
-
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let (prefix, cloud, region) = match fields.as_slice() {
-            [] => continue,
-            [prefix] => (*prefix, default_cloud, None),
-            [prefix, region] => (*prefix, default_cloud, Some(*region)),
-            [prefix, cloud, region] => (*prefix, Some(*cloud), Some(*region)),
-            _ => {
-                return Err(SourceError::TooManyFields {
-                    line,
-                    count: fields.len(),
-                    text: text.trim().to_owned(),
-                })
+        let entry = match parse_plain_line(raw, line, default_cloud) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => continue,
+            Err(error) if errors.len() < REPORTED_LINES => {
+                errors.push(error);
+                continue;
+            }
+            Err(_) => {
+                more += 1;
+                continue;
             }
         };
-
-        let prefix = parse_prefix(prefix, Family::Any, || format!("line {line}"))?;
+        let (prefix, cloud, region) = entry;
         ranges.insert(prefix, Label::new(cloud, region))?;
     }
-    ranges.non_empty(SourceFormat::Plain)
+    match errors.len() {
+        0 => ranges.non_empty(SourceFormat::Plain),
+        1 => Err(errors.remove(0)),
+        _ => Err(SourceError::InvalidLines { errors, more }),
+    }
+}
+
+/// The number of invalid lines of a plain text file that an error describes
+/// in full.
+pub const REPORTED_LINES: usize = 10;
+
+/// A prefix with its cloud and region, as a plain text line gives them.
+type PlainEntry<'a> = (IpNet, Option<&'a str>, Option<&'a str>);
+
+/// Parses line `line` of a plain text list, or returns `None` for a blank
+/// or comment line.
+fn parse_plain_line<'a>(
+    raw: &'a [u8],
+    line: usize,
+    default_cloud: Option<&'a str>,
+) -> Result<Option<PlainEntry<'a>>, SourceError> {
+    let text = std::str::from_utf8(raw).map_err(|_| SourceError::InvalidUtf8 { line })?;
+    let text = text.split_once('#').map_or(text, |(before, _)| before);
+
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (prefix, cloud, region) = match fields.as_slice() {
+        [] => return Ok(None),
+        [prefix] => (*prefix, default_cloud, None),
+        [prefix, region] => (*prefix, default_cloud, Some(*region)),
+        [prefix, cloud, region] => (*prefix, Some(*cloud), Some(*region)),
+        _ => {
+            return Err(SourceError::TooManyFields {
+                line,
+                count: fields.len(),
+                text: text.trim().to_owned(),
+            })
+        }
+    };
+    let prefix = parse_prefix(prefix, Family::Any, || format!("line {line}"))?;
+    Ok(Some((prefix, cloud, region)))
+}
+
+/// Joins the messages of `errors` with `; `, then appends the count of `more` lines.
+fn join_errors(errors: &[SourceError], more: usize) -> String {
+    let mut text = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if more > 0 {
+        text.push_str(&format!("; and {more} more"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -1325,6 +1384,54 @@ mod tests {
             error.to_string(),
             "line 2 is not valid UTF-8 (expected a text file)"
         );
+    }
+
+    #[test]
+    fn plain_text_reports_every_invalid_line() {
+        let input = b"10.0.0.0/8 a r1\nfoo\n10.1.0.0/16 a b c\n\xff\n";
+        let error = parse(SourceFormat::Plain, input, None).unwrap_err();
+        let SourceError::InvalidLines { errors, more } = &error else {
+            panic!("expected InvalidLines, got {error:?}");
+        };
+        assert_eq!(errors.len(), 3);
+        assert_eq!(*more, 0);
+        assert!(
+            matches!(&errors[0], SourceError::InvalidPrefix { field, .. } if field == "line 2")
+        );
+        assert!(matches!(
+            errors[1],
+            SourceError::TooManyFields { line: 3, .. }
+        ));
+        assert_eq!(errors[2], SourceError::InvalidUtf8 { line: 4 });
+        let message = error.to_string();
+        assert!(
+            message.starts_with("3 invalid lines: line 2 is \"foo\""),
+            "{message}"
+        );
+        assert!(message.contains("; line 3 has 4 fields"), "{message}");
+        assert!(
+            message.ends_with("line 4 is not valid UTF-8 (expected a text file)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn plain_text_invalid_lines_are_capped() {
+        let input: String = (1..=REPORTED_LINES + 5)
+            .map(|n| format!("bad{n}\n"))
+            .collect();
+        let error = parse(SourceFormat::Plain, input.as_bytes(), None).unwrap_err();
+        let SourceError::InvalidLines { errors, more } = &error else {
+            panic!("expected InvalidLines, got {error:?}");
+        };
+        assert_eq!(errors.len(), REPORTED_LINES);
+        assert_eq!(*more, 5);
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("{} invalid lines: ", REPORTED_LINES + 5)),
+            "{message}"
+        );
+        assert!(message.ends_with("; and 5 more"), "{message}");
     }
 
     #[test]

@@ -126,6 +126,21 @@ pub(crate) fn load(specs: &[RangeFileSpec], dir: &Path) -> Loaded {
 
         let parsed = match parse_entry(spec, &bytes) {
             Ok(parsed) => parsed,
+            // One error per invalid line, so that each gets its own row.
+            Err(SourceError::InvalidLines {
+                errors: lines,
+                more,
+            }) => {
+                let last = lines.len();
+                for (position, line) in lines.into_iter().enumerate() {
+                    let mut message = format!("{}: {line}", spec.path);
+                    if position + 1 == last && more > 0 {
+                        message.push_str(&format!(" (and {more} more invalid lines)"));
+                    }
+                    errors.push(error("path", message));
+                }
+                continue;
+            }
             Err(source) => {
                 // A service filter that matches nothing is a mistake in
                 // `services`, not in the file.

@@ -622,6 +622,38 @@ fn range_entry_errors_name_entry_and_file() {
 }
 
 #[test]
+fn range_file_invalid_lines_each_get_an_error() {
+    let dir = TempDir::new("invalid-lines");
+    let mut lines = String::from("192.0.2.0/24 lab r-1\n");
+    for index in 1..=12 {
+        lines.push_str(&format!("bad{index}\n"));
+    }
+    dir.write("lines.txt", &lines);
+    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"lines.txt\"\n");
+    let errors: Vec<String> = Config::parse_in("config.toml", &text, &dir.0)
+        .expect_err("invalid lines")
+        .0
+        .iter()
+        .map(|error| error.message.clone())
+        .collect();
+
+    // The first ten invalid lines, lines 2 to 11, each with its own error.
+    assert_eq!(errors.len(), 10, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("client_ranges[0].path: lines.txt: line 2 is \"bad1\""),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[9].starts_with("client_ranges[0].path: lines.txt: line 11 is \"bad10\""),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[9].ends_with("(and 2 more invalid lines)"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
 fn loaded_ranges_warn_only_unknown_labels() {
     let dir = TempDir::new("warnings");
     dir.write("plain.txt", PLAIN_RANGES);
