@@ -739,9 +739,11 @@ fn host_rejection(request: &RequestView<'_>) -> Option<Rejection> {
     // look `Host` up a second time, so HTTP/1.1 requests cost no more.
     let conflicting = request.version >= Version::HTTP_2
         && request.host.is_some_and(|host| {
-            headers
-                .get(HOST)
-                .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(host.as_bytes()))
+            headers.get(HOST).is_some_and(|value| {
+                value
+                    .to_str()
+                    .map_or(true, |value| !same_authority(value, host))
+            })
         });
     let message = if repeated {
         "the request has more than one Host header; send exactly one"
@@ -870,19 +872,41 @@ fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<&
 }
 
 fn strip_port(host: &str) -> &str {
+    split_port(host).0
+}
+
+/// Splits a host and optional port into the host (an IPv6 address without
+/// its brackets) and the port's digits. An empty port is no port.
+fn split_port(host: &str) -> (&str, Option<&str>) {
     if let Some(bracketed) = host.strip_prefix('[') {
-        return bracketed.split(']').next().unwrap_or(bracketed);
+        let (address, rest) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+        let port = rest.strip_prefix(':').filter(|port| !port.is_empty());
+        return (address, port);
     }
     // A byte loop, not `rsplit_once`, whose searcher costs more than the
     // whole scan of a host name, on every request.
     let Some(colon) = host.bytes().rposition(|b| b == b':') else {
-        return host;
+        return (host, None);
     };
     let port_is_digits = host.bytes().skip(colon + 1).all(|b| b.is_ascii_digit());
-    match host.get(..colon) {
-        Some(name) if port_is_digits => name,
-        _ => host,
+    match (host.get(..colon), host.get(colon + 1..)) {
+        (Some(name), Some(port)) if port_is_digits => (name, Some(port).filter(|p| !p.is_empty())),
+        _ => (host, None),
     }
+}
+
+/// Returns whether two authorities name the same host and port, letter
+/// case aside. A missing port matches 80 or 443, the default ports of http
+/// and https, because the view does not carry the scheme.
+fn same_authority(left: &str, right: &str) -> bool {
+    let (left_host, left_port) = split_port(left);
+    let (right_host, right_port) = split_port(right);
+    let ports_agree = match (left_port, right_port) {
+        (Some(left), Some(right)) => left == right,
+        (None, None) => true,
+        (Some(port), None) | (None, Some(port)) => port == "80" || port == "443",
+    };
+    ports_agree && left_host.eq_ignore_ascii_case(right_host)
 }
 
 #[cfg(test)]
@@ -1387,22 +1411,30 @@ mod tests {
         };
 
         for version in [Version::HTTP_2, Version::HTTP_3] {
-            let conflicting = request(version, Some("quay.io"));
-            let decision = decide(&policy, &RequestView::from_request(&conflicting, None));
-            let rejection = rejection(&decision);
-            assert_eq!(rejection.status, StatusCode::BAD_REQUEST, "{version:?}");
-            assert!(
-                rejection.message.contains(":authority"),
-                "{}",
-                rejection.message
-            );
+            for host in ["quay.io", "registry.example.com:8443"] {
+                let conflicting = request(version, Some(host));
+                let decision = decide(&policy, &RequestView::from_request(&conflicting, None));
+                let rejection = rejection(&decision);
+                assert_eq!(
+                    rejection.status,
+                    StatusCode::BAD_REQUEST,
+                    "{version:?} {host}"
+                );
+                assert!(
+                    rejection.message.contains(":authority"),
+                    "{}",
+                    rejection.message
+                );
+            }
         }
 
-        // The same host in any letter case, or no Host line, is accepted.
+        // The same host in any letter case, with a default port or none,
+        // or no Host line, is accepted.
         for host in [
             None,
             Some("registry.example.com"),
             Some("Registry.Example.COM"),
+            Some("registry.example.com:443"),
         ] {
             let agreeing = request(Version::HTTP_2, host);
             let decision = decide(&policy, &RequestView::from_request(&agreeing, None));
@@ -1559,6 +1591,42 @@ mod tests {
         assert_eq!(strip_port("a.example"), "a.example");
         assert_eq!(strip_port("[::1]:5000"), "::1");
         assert_eq!(strip_port("[::1]"), "::1");
+    }
+
+    #[test]
+    fn split_port_forms() {
+        assert_eq!(split_port("a.example:5000"), ("a.example", Some("5000")));
+        assert_eq!(split_port("a.example:"), ("a.example", None));
+        assert_eq!(split_port("a.example"), ("a.example", None));
+        assert_eq!(split_port("[::1]:5000"), ("::1", Some("5000")));
+        assert_eq!(split_port("[::1]:"), ("::1", None));
+        assert_eq!(split_port("[::1]"), ("::1", None));
+        assert_eq!(split_port("a.example:x1"), ("a.example:x1", None));
+    }
+
+    #[test]
+    fn same_authority_forms() {
+        for (left, right) in [
+            ("a.example", "A.Example"),
+            ("a.example:5000", "a.example:5000"),
+            ("a.example", "a.example:443"),
+            ("a.example:80", "a.example"),
+            ("a.example:", "a.example"),
+            ("[2001:db8::1]", "[2001:DB8::1]:443"),
+        ] {
+            assert!(same_authority(left, right), "{left} {right}");
+            assert!(same_authority(right, left), "{right} {left}");
+        }
+        for (left, right) in [
+            ("a.example", "b.example"),
+            ("a.example", "a.example:5000"),
+            ("a.example:80", "a.example:443"),
+            ("a.example:5000", "a.example:5001"),
+            ("[::1]", "[::2]"),
+        ] {
+            assert!(!same_authority(left, right), "{left} {right}");
+            assert!(!same_authority(right, left), "{right} {left}");
+        }
     }
 
     /// Builds a policy with cloud ranges: a regional blob mirror for AWS clients
