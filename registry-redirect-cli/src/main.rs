@@ -531,6 +531,10 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let result = runtime.block_on(async {
         let delay = Duration::from_secs(args.shutdown_delay);
         let signals = ShutdownSignals::install()?.before_drain(readiness.clone(), delay);
+        // SIGHUP is handled from before the listeners open, because a
+        // script or service manager may send it as soon as a port accepts
+        // connections, and an unhandled SIGHUP ends the process.
+        let hangups = serve::hangups()?;
         let listener = serve::bind(listen).await?;
         let local = listener.local_addr().unwrap_or(listen);
         // Built before the admin listener starts, so that /readyz turns
@@ -549,9 +553,6 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
         let access_log = tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO);
         let handle = PolicyHandle::new(config.policy.clone());
         let mut watching = None;
-        // The SIGHUP handler is installed before the address is printed,
-        // because a script may send the signal as soon as it reads the
-        // address, and an unhandled SIGHUP ends the process.
         if let Some(path) = &args.config {
             let reloader = Reloader::new(path.clone(), handle.clone(), checks.clone(), &config)
                 .with_tls(tls.clone())
@@ -567,9 +568,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
                     watch::DEFAULT_QUIET_PERIOD,
                 )?);
             }
-            serve::reload_on_hangup(reloader)?;
+            serve::reload_on_hangup(hangups, reloader);
         } else {
-            serve::reload_certificate_on_hangup(tls.clone(), Some(metrics.clone()))?;
+            serve::reload_certificate_on_hangup(hangups, tls.clone(), Some(metrics.clone()));
         }
 
         // The address goes to stdout first, so that a script can read the

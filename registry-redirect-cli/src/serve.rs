@@ -330,10 +330,10 @@ fn record_certificate(metrics: &Metrics, tls: Option<&Tls>, reloaded: Option<boo
 /// `--tls-key`. Without TLS there is nothing to reload, and the signal is
 /// only logged, so that it never stops the server.
 pub fn reload_certificate_on_hangup(
+    mut hangups: Hangups,
     tls: Option<Tls>,
     metrics: Option<Metrics>,
-) -> Result<(), ServeError> {
-    let mut hangups = hangups()?;
+) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let Some(tls) = &tls else {
@@ -356,27 +356,28 @@ pub fn reload_certificate_on_hangup(
             }
         }
     });
-    Ok(())
 }
 
+/// The stream of `SIGHUP` signals that the process receives.
+pub type Hangups = tokio::signal::unix::Signal;
+
 /// Starts listening for `SIGHUP`, which from then on no longer ends the
-/// process.
-fn hangups() -> Result<tokio::signal::unix::Signal, ServeError> {
+/// process. Call it before the listeners open, because a script or service
+/// manager may send the signal as soon as a port accepts connections.
+pub fn hangups() -> Result<Hangups, ServeError> {
     signal(SignalKind::hangup()).map_err(|source| ServeError::Signal {
         signal: "SIGHUP",
         source,
     })
 }
 
-/// Reloads the configuration with `reloader` on every `SIGHUP`.
-pub fn reload_on_hangup(reloader: Reloader) -> Result<(), ServeError> {
-    let mut hangups = hangups()?;
+/// Reloads the configuration with `reloader` on every signal of `hangups`.
+pub fn reload_on_hangup(mut hangups: Hangups, reloader: Reloader) {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             reloader.reload("SIGHUP").await;
         }
     });
-    Ok(())
 }
 
 fn apply_reload(

@@ -833,6 +833,62 @@ fn sighup_without_config_or_tls_keeps_serving() {
     stop(&mut server);
 }
 
+/// A service manager may send SIGHUP as soon as the port accepts
+/// connections, before the server prints anything. The handler must be in
+/// place by then, or the signal ends the process.
+#[test]
+fn sighup_once_port_accepts_keeps_serving() {
+    for round in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--log-level", "warn"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the registry-redirect binary starts");
+        let mut server = Server { child, addr };
+        // The shell starts before the port opens, so it signals within
+        // microseconds of the first connection. Starting `kill` only then
+        // takes milliseconds, which could miss a short startup window.
+        let mut signaller = Command::new("sh")
+            .args(["-c", &format!("read _ && kill -HUP {}", server.pid())])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < PROCESS_DEADLINE,
+                "round {round}: the port never accepted connections"
+            );
+        }
+        let mut trigger = signaller.stdin.take().expect("stdin is piped");
+        trigger.write_all(b"\n").expect("write to sh");
+        drop(trigger);
+        let signalled = signaller.wait().expect("sh exits");
+        assert!(signalled.success(), "round {round}: kill -HUP failed");
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            server.child.try_wait().expect("try_wait works").is_none(),
+            "round {round}: SIGHUP ended the server"
+        );
+        assert_eq!(
+            send(addr, "GET", "/v2/pause/manifests/3.10").status,
+            307,
+            "round {round}"
+        );
+        stop(&mut server);
+    }
+}
+
 #[test]
 fn serve_resolves_from_loopback_upstream() {
     // An upstream without token auth: its `GET /v2/` returns 200, so the
