@@ -268,6 +268,11 @@ struct ExplainArgs {
     #[arg(long = "header", value_name = "HEADER", value_parser = parse_header_arg)]
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The host the client asked for [default: the Host header, if given]
+    ///
+    /// Without either, rules that name hosts do not match. The decision is
+    /// that of a request whose Host names no such host: `serve` itself
+    /// rejects an HTTP/1.1 request with no Host at all, which RFC 9112
+    /// requires clients to send.
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
     /// The request method, such as GET or HEAD (case-insensitive).

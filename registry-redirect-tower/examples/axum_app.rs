@@ -49,8 +49,9 @@ pub fn app(handle: PolicyHandle) -> Router {
         .layer(
             RegistryRedirectLayer::with_handle(handle)
                 .with_metrics(metrics)
-                // Requests come from the network, so HTTP/1.1 requests
-                // without a Host header get 400, as RFC 9112 requires.
+                // Requests come from the network, so HTTP/1.1 /v2 requests
+                // without a Host header get 400, as RFC 9112 requires. The
+                // application's own routes are left as they are.
                 .require_host(true),
         )
 }
