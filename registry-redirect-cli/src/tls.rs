@@ -1,5 +1,6 @@
 //! HTTPS for `serve`: rustls (ring provider) with a certificate chain and
-//! private key read from PEM files, HTTP/2 and HTTP/1.1 offered by ALPN.
+//! private key read from PEM files, HTTP/2, HTTP/1.1 and HTTP/1.0 offered
+//! by ALPN.
 //!
 //! The certificate can be replaced while the server runs: [`Tls::reload`]
 //! reads and checks both files completely (the key parses and matches the
@@ -37,8 +38,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// The ALPN protocol ids offered, in order of preference (RFC 7301; `h2`
-/// from RFC 9113).
-pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+/// from RFC 9113). `http/1.0` is there for clients that offer only it,
+/// such as `curl --http1.0`, which would otherwise fail the handshake.
+pub const ALPN_PROTOCOLS: [&[u8]; 3] = [b"h2", b"http/1.1", b"http/1.0"];
 
 /// The PEM files of the serving certificate, from `[tls]` or `--tls-cert`
 /// and `--tls-key`.
@@ -116,7 +118,7 @@ impl fmt::Debug for Tls {
 impl Tls {
     /// Loads the certificate and key of `files` and builds the acceptor:
     /// TLS 1.2 and 1.3 with ring's safe defaults, no client certificates,
-    /// ALPN `h2` and `http/1.1`.
+    /// ALPN `h2`, `http/1.1` and `http/1.0`.
     pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
         let loaded = load_certified_key(files)?;
         match loaded.validity.check(&files.cert_file) {

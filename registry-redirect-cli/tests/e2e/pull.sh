@@ -356,7 +356,8 @@ check_eq "client b receives the manifest of registry b over HTTPS" "$DIGEST_B" "
 
 # check_https_redirect VERSION_FLAG EXPECTED_VERSION: curl in client b's
 # namespace, trusting only the test CA, gets the manifest redirect to
-# registry b over the HTTP version that VERSION_FLAG selects.
+# registry b over the HTTP version that VERSION_FLAG selects. curl's
+# %{http_version} writes HTTP/1.0 as 1.
 check_https_redirect() {
     local flag=$1 expected_version=$2 written
     written=$(ip netns exec "$NS_B" curl -s --max-time "$CURL_TIMEOUT_SECS" "$flag" \
@@ -367,6 +368,7 @@ check_https_redirect() {
         "307 $expected_version http://$REGISTRY_B$MANIFEST_PATH" "$written"
 }
 
+check_https_redirect --http1.0 1
 check_https_redirect --http1.1 1.1
 check_https_redirect --http2 2
 
