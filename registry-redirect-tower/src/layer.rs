@@ -139,7 +139,8 @@ impl RegistryRedirectLayer {
     /// Sets whether each `/v2` request emits an access-log event: a
     /// `tracing` event at INFO level with target [`ACCESS_LOG_TARGET`] and
     /// the fields `method`, `path`, `kind`, `outcome`, `rule`, `upstream`,
-    /// `status` and `micros`, and `checks` for requests whose candidates
+    /// `status` and `micros`, `error` (the message of the OCI error body)
+    /// for rejected requests, and `checks` for requests whose candidates
     /// were checked. On by default.
     pub fn access_log(mut self, enabled: bool) -> Self {
         self.settings.access_log = enabled;
@@ -547,6 +548,12 @@ fn log_decision<B>(
         Outcome::Resolve { .. } => 503,
         _ => decision.status().map_or(0, |status| status.as_u16()),
     };
+    // The rejection's message, so that operators can tell rejections with
+    // the same status apart.
+    let error = match &decision.outcome {
+        Outcome::Reject(rejection) => Some(rejection.message),
+        _ => None,
+    };
     let micros = started.elapsed().as_micros() as u64;
     // Recorded as a string: the text format writes it with Debug
     // formatting, which escapes control characters so that a hostile path
@@ -571,6 +578,7 @@ fn log_decision<B>(
         rule,
         upstream,
         status,
+        error,
         micros,
         checks,
         client,

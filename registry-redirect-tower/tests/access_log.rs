@@ -1,6 +1,7 @@
-//! The access-log event of a request whose candidates were checked. When
-//! this test shared a binary with the other layer tests, its per-thread
-//! `tracing` subscriber received no events, so it runs in a binary of its own.
+//! The access-log events of checked candidates and of rejections. When
+//! these tests shared a binary with the other layer tests, their per-thread
+//! `tracing` subscribers received no events, so they run in a binary of
+//! their own.
 
 mod log_capture;
 mod mirror;
@@ -53,4 +54,47 @@ async fn access_log_names_checks_and_chosen_upstream() {
     );
     assert!(line.contains("upstream=\"registry\""), "{line}");
     assert!(line.contains("rule=\"aws-blobs\""), "{line}");
+}
+
+#[tokio::test]
+async fn access_log_gives_rejection_message() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mirror = Mirror::start().await;
+    let layer = RegistryRedirectLayer::new(regional_policy(&mirror, None)).require_host(true);
+    let inner = service_fn(|_request: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    });
+    let service = ServiceBuilder::new().layer(layer).service(inner);
+
+    for path in ["/v2/app/manifests/v1", "/v2/app/blobs/uploads/"] {
+        let request = Request::get(path).body(Full::default()).unwrap();
+        service.clone().oneshot(request).await.unwrap();
+    }
+    let request = Request::get("/v2/app/manifests/v1")
+        .header("host", "registry.example")
+        .body(Full::default())
+        .unwrap();
+    service.oneshot(request).await.unwrap();
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("registry_redirect::access"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[0].contains("status=400"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("error=\"the HTTP/1.1 request has no Host header"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("status=400"), "{}", lines[1]);
+    assert!(lines[1].contains("error=\""), "{}", lines[1]);
+    // A request that is not rejected has no error field.
+    assert!(!lines[2].contains("error="), "{}", lines[2]);
 }
