@@ -6,7 +6,7 @@
 mod log_capture;
 mod mirror;
 
-use log_capture::Capture;
+use log_capture::{access_lines, Capture};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -20,12 +20,7 @@ use tower::{service_fn, ServiceBuilder, ServiceExt};
 #[tokio::test]
 async fn access_log_names_checks_and_chosen_upstream() {
     let mirror = Mirror::start().await;
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
     let checks = Checks::new(CheckSettings::default()).unwrap();
     let layer = RegistryRedirectLayer::new(regional_policy(&mirror, None)).with_checks(checks);
 
@@ -41,10 +36,10 @@ async fn access_log_names_checks_and_chosen_upstream() {
         .insert(SocketAddr::from(([127, 0, 0, 1], 40000)));
     service.oneshot(request).await.unwrap();
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    let line = log
-        .lines()
-        .find(|line| line.contains("registry_redirect::access"))
+    let log = capture.text();
+    let line = access_lines(&log)
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no access-log event in {log}"));
     assert!(
         line.contains(
@@ -58,12 +53,7 @@ async fn access_log_names_checks_and_chosen_upstream() {
 
 #[tokio::test]
 async fn access_log_gives_rejection_message() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
     let mirror = Mirror::start().await;
     let layer = RegistryRedirectLayer::new(regional_policy(&mirror, None)).require_host(true);
     let inner = service_fn(|_request: Request<Full<Bytes>>| async {
@@ -81,11 +71,8 @@ async fn access_log_gives_rejection_message() {
         .unwrap();
     service.oneshot(request).await.unwrap();
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("registry_redirect::access"))
-        .collect();
+    let log = capture.text();
+    let lines = access_lines(&log);
     assert_eq!(lines.len(), 3, "{log}");
     assert!(lines[0].contains("status=400"), "{}", lines[0]);
     assert!(

@@ -6,18 +6,13 @@ mod log_capture;
 mod token_registry;
 
 use axum::http::StatusCode;
-use log_capture::Capture;
+use log_capture::{access_lines, Capture};
 use token_registry::{policy, resolver, Client, FakeRegistry, DIGEST, MANIFEST};
 
 #[tokio::test]
 async fn access_log_counts_body_bytes() {
     let registry = FakeRegistry::start().await;
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
     let mut client = Client::new(policy(&registry.url(), |_| {}), Some(resolver()));
     client.layer = client.layer.access_log(true);
 
@@ -26,11 +21,8 @@ async fn access_log_counts_body_bytes() {
     let (status, _, _) = client.get(&format!("/v2/nginx/blobs/{DIGEST}")).await;
     assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|line| line.contains("registry_redirect::access"))
-        .collect();
+    let log = capture.text();
+    let lines = access_lines(&log);
     assert_eq!(lines.len(), 2, "{log}");
     assert!(lines[0].contains("outcome=\"resolve\""), "{}", lines[0]);
     // Quoted like the rule and upstream of every other access-log event.
