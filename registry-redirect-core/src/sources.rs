@@ -48,7 +48,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::client::canonical_network;
-use crate::policy::parse_network;
+use crate::policy::parse_network_as_written;
 use crate::ranges::RangeTable;
 
 /// The index of a [`Label`] in [`LabeledRanges::labels`].
@@ -314,12 +314,23 @@ pub struct LabeledRanges {
     entries: Vec<LabeledPrefix>,
     /// The index in `entries` of each prefix.
     positions: HashMap<IpNet, usize>,
+    /// The plain text lines whose prefix had host bits set.
+    host_bit_lines: Vec<(usize, IpNet)>,
 }
 
 impl LabeledRanges {
     /// Creates an empty collection.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Returns the lines of a plain text file whose prefix has host bits
+    /// set, such as `10.1.2.3/8`, each with the prefix as written. Such a
+    /// prefix is read as its network, which is more often a typo than
+    /// meant, so a caller can warn about it. Empty for the other formats
+    /// and for merged collections.
+    pub fn host_bit_lines(&self) -> &[(usize, IpNet)] {
+        &self.host_bit_lines
     }
 
     /// Adds a prefix with its label, returning the label's id.
@@ -522,13 +533,14 @@ impl Family {
     }
 }
 
-/// Parses `value` as a prefix of `family`. `field` names it in the error.
+/// Parses `value` as a prefix of `family`, host bits kept. `field` names
+/// it in the error.
 fn parse_prefix(
     value: &str,
     family: Family,
     field: impl FnOnce() -> String,
 ) -> Result<IpNet, SourceError> {
-    match parse_network(value) {
+    match parse_network_as_written(value) {
         Some(net) if family.admits(&net) => Ok(net),
         _ => Err(SourceError::InvalidPrefix {
             field: field(),
@@ -543,7 +555,7 @@ fn parse_prefix(
 }
 
 /// Returns whether an IPv4 number or the prefix length in `value` has a
-/// leading zero (`010.0.0.0/8`, `10.0.0.0/08`), which [`parse_network`]
+/// leading zero (`010.0.0.0/8`, `10.0.0.0/08`), which [`crate::policy::parse_network`]
 /// rejects.
 fn has_leading_zero(value: &str) -> bool {
     let is_zero_led = |part: &str| {
@@ -841,6 +853,9 @@ pub fn parse_plain(
             }
         };
         let (prefix, cloud, region) = entry;
+        if prefix.trunc() != prefix {
+            ranges.host_bit_lines.push((line, prefix));
+        }
         ranges.insert(prefix, Label::new(cloud, region))?;
     }
     match errors.len() {
@@ -1384,6 +1399,20 @@ mod tests {
             error.to_string(),
             "line 2 is not valid UTF-8 (expected a text file)"
         );
+    }
+
+    #[test]
+    fn plain_text_lines_with_host_bits_are_listed() {
+        let input = b"10.0.0.0/8 a r1\n10.1.2.3/16 a r2\n192.0.2.7\n2001:db8::1/32 a r3\n";
+        let ranges = parse(SourceFormat::Plain, input, None).unwrap();
+        assert_eq!(
+            ranges.host_bit_lines(),
+            [(2, net("10.1.2.3/16")), (4, net("2001:db8::1/32"))]
+        );
+        assert!(ranges
+            .entries()
+            .iter()
+            .any(|entry| entry.prefix == net("10.1.0.0/16")));
     }
 
     #[test]

@@ -191,6 +191,10 @@ impl Config {
         let mut warnings = reader.unused_range_criteria(root, &parts.spec, labels.as_ref());
         warnings.extend(reader.unused_blob_checks(root, &policy));
         warnings.extend(reader.networks_with_host_bits(root, &parts.spec));
+        for warning in loaded.warnings {
+            let span = span_of_field(root, &reader::entry_field(warning.index, warning.key));
+            warnings.push(reader.warning_at(span.start, warning.message));
+        }
         Ok(Config {
             listen: parts.listen.unwrap_or(DEFAULT_LISTEN),
             admin_listen: parts.admin_listen,

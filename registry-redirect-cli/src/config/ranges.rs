@@ -10,6 +10,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
+use registry_redirect_core::client::canonical_network;
 use registry_redirect_core::sources::{self, LabeledRanges, SourceError, SourceFormat};
 use serde::{Deserialize, Deserializer};
 
@@ -85,7 +87,12 @@ pub(crate) struct Loaded {
     pub(crate) ranges: LabeledRanges,
     pub(crate) summary: ClientRanges,
     pub(crate) errors: Vec<EntryError>,
+    /// Warnings about files that loaded, such as prefixes with host bits.
+    pub(crate) warnings: Vec<EntryError>,
 }
+
+/// The number of lines with host bits that a range file's warning lists.
+const HOST_BIT_LINES_SHOWN: usize = 3;
 
 /// Reads, parses and merges the range files of `specs`. Relative paths
 /// resolve against `dir`. Every entry is tried, so that all errors are
@@ -94,6 +101,7 @@ pub(crate) fn load(specs: &[RangeFileSpec], dir: &Path) -> Loaded {
     let mut ranges = LabeledRanges::new();
     let mut files = Vec::with_capacity(specs.len());
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
 
     for (index, spec) in specs.iter().enumerate() {
         let error = |key, reason: String| EntryError {
@@ -152,6 +160,13 @@ pub(crate) fn load(specs: &[RangeFileSpec], dir: &Path) -> Loaded {
                 continue;
             }
         };
+        if let Some(warning) = host_bits_warning(&spec.path, parsed.host_bit_lines()) {
+            warnings.push(EntryError {
+                index,
+                key: "path",
+                message: format!("warning: client_ranges[{index}].path: {warning}"),
+            });
+        }
         if let Err(source) = ranges.merge(&parsed) {
             errors.push(error("path", format!("{}: {source}", spec.path)));
             continue;
@@ -176,7 +191,33 @@ pub(crate) fn load(specs: &[RangeFileSpec], dir: &Path) -> Loaded {
         ranges,
         summary,
         errors,
+        warnings,
     }
+}
+
+/// Describes the lines of the range file `path` whose prefixes have host
+/// bits set, or returns `None` when there are none.
+fn host_bits_warning(path: &str, lines: &[(usize, IpNet)]) -> Option<String> {
+    if lines.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = lines
+        .iter()
+        .take(HOST_BIT_LINES_SHOWN)
+        .map(|(line, written)| {
+            let network = canonical_network(written.trunc());
+            format!("line {line}: {written} is read as {network}")
+        })
+        .collect();
+    let more = match lines.len().saturating_sub(HOST_BIT_LINES_SHOWN) {
+        0 => String::new(),
+        count => format!(", and {count} more"),
+    };
+    Some(format!(
+        "{path}: prefixes with host bits set ({}{more}); write the network, or the \
+         address alone for one address",
+        listed.join("; ")
+    ))
 }
 
 /// Checks the values of an entry that the file's content does not decide.

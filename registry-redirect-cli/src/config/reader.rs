@@ -468,6 +468,15 @@ impl<'a> Reader<'a> {
 
     /// Collects a warning when `[blob_checks]` is set but no upstream has
     /// `verify_blobs` or a `health_check`, so that nothing uses it.
+    /// Builds the warning `message` at byte `offset` of the file.
+    pub(crate) fn warning_at(&self, offset: usize, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            position: self.lines.position(offset),
+            message,
+        }
+    }
+
     pub(crate) fn unused_blob_checks(
         &self,
         root: &DeTable<'_>,

@@ -654,6 +654,32 @@ fn range_file_invalid_lines_each_get_an_error() {
 }
 
 #[test]
+fn range_file_host_bits_warn_with_lines() {
+    let dir = TempDir::new("host-bits");
+    dir.write(
+        "bits.txt",
+        "10.0.0.0/8 lab east\n10.1.2.3/16 lab west\n192.0.2.9/24\n::ffff:10.9.9.9/104\n2001:db8::1/32\n",
+    );
+    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"bits.txt\"\n");
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "config.toml:19:8: warning: client_ranges[0].path: bits.txt: prefixes with host bits \
+          set (line 2: 10.1.2.3/16 is read as 10.1.0.0/16; line 3: 192.0.2.9/24 is read as \
+          192.0.2.0/24; line 4: ::ffff:10.9.9.9/104 is read as 10.0.0.0/8, and 1 more); write \
+          the network, or the address alone for one address"
+        ]
+    );
+
+    dir.write("clean.txt", "10.0.0.0/8 lab east\n192.0.2.9\n");
+    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"clean.txt\"\n");
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
 fn loaded_ranges_warn_only_unknown_labels() {
     let dir = TempDir::new("warnings");
     dir.write("plain.txt", PLAIN_RANGES);

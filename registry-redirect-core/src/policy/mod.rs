@@ -486,6 +486,12 @@ fn compile_networks(
 /// it as octal (`8.0.0.0`).
 /// The prefix length is decimal digits without a leading zero.
 pub fn parse_network(text: &str) -> Option<IpNet> {
+    parse_network_as_written(text).map(|net| net.trunc())
+}
+
+/// Parses a network as [`parse_network`] does, but keeps its host bits
+/// (`10.1.2.3/8` stays `10.1.2.3/8`).
+pub(crate) fn parse_network_as_written(text: &str) -> Option<IpNet> {
     let text = text.trim();
     let Some((address, length)) = text.split_once('/') else {
         return text.parse::<IpAddr>().ok().map(IpNet::from);
@@ -498,7 +504,7 @@ pub fn parse_network(text: &str) -> Option<IpNet> {
         return None;
     }
     let length = length.parse::<u8>().ok()?;
-    IpNet::new(address, length).ok().map(|net| net.trunc())
+    IpNet::new(address, length).ok()
 }
 
 #[cfg(test)]
