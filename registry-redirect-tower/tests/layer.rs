@@ -25,12 +25,19 @@ fn policy() -> Policy {
 }
 
 async fn call(request: Request<Full<Bytes>>) -> (Response<ResponseBody<Full<Bytes>>>, Bytes) {
+    call_through(RegistryRedirectLayer::new(policy()), request).await
+}
+
+/// Sends `request` through `layer` over an inner service that responds
+/// `inner`, and reads the whole body.
+async fn call_through(
+    layer: RegistryRedirectLayer,
+    request: Request<Full<Bytes>>,
+) -> (Response<ResponseBody<Full<Bytes>>>, Bytes) {
     let inner = service_fn(|_request: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
     });
-    let service = ServiceBuilder::new()
-        .layer(RegistryRedirectLayer::new(policy()))
-        .service(inner);
+    let service = ServiceBuilder::new().layer(layer).service(inner);
     let mut response = service.oneshot(request).await.unwrap();
     let body = response.body_mut().collect().await.unwrap().to_bytes();
     (response, body)
@@ -135,20 +142,9 @@ async fn error_body_and_size_hint() {
 
 #[tokio::test]
 async fn require_host_rejects_http11_without_host() {
-    let inner = service_fn(|_request: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
-    });
     let layer = RegistryRedirectLayer::new(policy()).require_host(true);
     assert!(layer.requires_host());
-    let service = ServiceBuilder::new().layer(layer).service(inner);
-    let send = |request: Request<Full<Bytes>>| {
-        let service = service.clone();
-        async move {
-            let mut response = service.oneshot(request).await.unwrap();
-            let body = response.body_mut().collect().await.unwrap().to_bytes();
-            (response, body)
-        }
-    };
+    let send = |request: Request<Full<Bytes>>| call_through(layer.clone(), request);
 
     let (response, body) = send(get("/v2/app/manifests/1").body(Full::default()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
