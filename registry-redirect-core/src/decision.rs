@@ -860,6 +860,8 @@ fn unsupported_rejection(path: &RegistryPath<'_>) -> Rejection {
 
 /// Returns the registry host the client requested: containerd's `ns` query
 /// parameter when it talks to a mirror, else the `Host` without its port.
+/// A fully qualified name's final dot is dropped, so `docker.io.` is
+/// `docker.io`.
 fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<&'a str> {
     let namespace = query.and_then(|query| {
         query
@@ -868,7 +870,8 @@ fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<&
             .filter(|value| !value.is_empty())
     });
     // containerd writes the port of a registry that has one (`ns=host:5000`).
-    namespace.or(host).map(strip_port)
+    let host = strip_port(namespace.or(host)?);
+    Some(host.strip_suffix('.').unwrap_or(host))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -1176,6 +1179,25 @@ mod tests {
 
         let decision = Request::get("/v2/a/manifests/1")
             .host("registry.example.com")
+            .decide(&policy);
+        assert_eq!(decision.route().unwrap().upstream.name(), "k8s");
+    }
+
+    #[test]
+    fn host_rule_drops_final_dot() {
+        let policy = policy();
+        for host in ["quay.io.", "QUAY.IO.:443"] {
+            let decision = Request::get("/v2/a/manifests/1").host(host).decide(&policy);
+            assert_eq!(decision.route().unwrap().upstream.name(), "quay", "{host}");
+        }
+        let decision = Request::get("/v2/a/manifests/1")
+            .query("ns=quay.io.")
+            .decide(&policy);
+        assert_eq!(decision.route().unwrap().upstream.name(), "quay");
+
+        // Only one dot is dropped, so a name ending in two matches nothing.
+        let decision = Request::get("/v2/a/manifests/1")
+            .host("quay.io..")
             .decide(&policy);
         assert_eq!(decision.route().unwrap().upstream.name(), "k8s");
     }
