@@ -211,7 +211,7 @@ impl Explanation {
 pub fn render(policy: &Policy, request: &RequestSpec, format: OutputFormat) -> String {
     let decision = decide(policy, &request.view());
     match format {
-        OutputFormat::Text => decision.to_string(),
+        OutputFormat::Text => format!("{decision}\n"),
         OutputFormat::Json => {
             let explanation = Explanation::from_decision(&decision, request.peer);
             // serde_json fails only on maps with non-string keys and on failing

@@ -368,19 +368,31 @@ impl<'p> Decision<'p> {
     }
 }
 
-/// Prints the decision and its reasons, one `key: value` a line.
+/// Prints the decision and its reasons, one `key: value` a line, with no
+/// newline after the last line.
 impl fmt::Display for Decision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "decision: {}", self.outcome_name())?;
+        let mut lines = String::new();
+        self.write_lines(&mut lines)?;
+        f.write_str(lines.strip_suffix('\n').unwrap_or(&lines))
+    }
+}
+
+impl Decision<'_> {
+    /// Writes the lines of the `Display` form, each ending with a newline.
+    fn write_lines(&self, out: &mut String) -> fmt::Result {
+        use fmt::Write as _;
+
+        write!(out, "decision: {}", self.outcome_name())?;
         if let Some(status) = self.status() {
-            write!(f, " {}", status.as_u16())?;
+            write!(out, " {}", status.as_u16())?;
         }
-        writeln!(f)?;
+        writeln!(out)?;
         if let Some(location) = self.location() {
-            writeln!(f, "location: {location}")?;
+            writeln!(out, "location: {location}")?;
         }
         if let Outcome::Resolve { url, target, .. } = &self.outcome {
-            writeln!(f, "upstream url: {url}")?;
+            writeln!(out, "upstream url: {url}")?;
             let blobs = match target.resolve() {
                 Some(settings) if settings.blob_proxy => {
                     "redirected to storage, or streamed through when the upstream serves them"
@@ -388,33 +400,33 @@ impl fmt::Display for Decision<'_> {
                 _ => "redirected to storage",
             };
             writeln!(
-                f,
+                out,
                 "resolve: the server fetches with a token from upstream {}; documents pass through, blobs are {blobs}",
                 target.name()
             )?;
         }
         if let Outcome::Reject(rejection) = &self.outcome {
-            writeln!(f, "error: {} {}", rejection.code, rejection.message)?;
+            writeln!(out, "error: {} {}", rejection.code, rejection.message)?;
         }
         if let Some(route) = self.route() {
-            writeln!(f, "upstream: {}", route.upstream.name())?;
+            writeln!(out, "upstream: {}", route.upstream.name())?;
             match route.rule {
-                Some(rule) => writeln!(f, "rule: {} (rules[{}])", rule.name(), rule.index())?,
-                None => writeln!(f, "rule: none matched; default upstream")?,
+                Some(rule) => writeln!(out, "rule: {} (rules[{}])", rule.name(), rule.index())?,
+                None => writeln!(out, "rule: none matched; default upstream")?,
             }
             if route.canary {
-                writeln!(f, "canary: yes, the client is in the rule's canary share")?;
+                writeln!(out, "canary: yes, the client is in the rule's canary share")?;
             }
             if let Outcome::Redirect { target, region, .. } = &self.outcome {
                 if !std::ptr::eq(*target, route.upstream) {
                     writeln!(
-                        f,
+                        out,
                         "redirected to: upstream {}, because {} has no mirror for this client",
                         target.name(),
                         route.upstream.name()
                     )?;
                 } else if let Some(region) = region {
-                    writeln!(f, "mirror region: {region}")?;
+                    writeln!(out, "mirror region: {region}")?;
                 }
             }
         }
@@ -427,7 +439,7 @@ impl fmt::Display for Decision<'_> {
                 (false, false) => "",
             };
             writeln!(
-                f,
+                out,
                 "candidate {}: {} (upstream {}, region {region}{checks})",
                 position + 1,
                 candidate.location,
@@ -435,20 +447,20 @@ impl fmt::Display for Decision<'_> {
             )?;
         }
         match self.kind {
-            Some(kind) => writeln!(f, "kind: {kind}")?,
-            None => writeln!(f, "kind: none")?,
+            Some(kind) => writeln!(out, "kind: {kind}")?,
+            None => writeln!(out, "kind: none")?,
         }
         match self.client.addr {
-            Some(addr) => writeln!(f, "client: {addr} (from {})", self.client.source)?,
-            None => writeln!(f, "client: unknown")?,
+            Some(addr) => writeln!(out, "client: {addr} (from {})", self.client.source)?,
+            None => writeln!(out, "client: unknown")?,
         }
         if let Some(label) = self.label {
             let cloud = label.cloud().unwrap_or("-");
             let region = label.region().unwrap_or("-");
-            writeln!(f, "client range: cloud {cloud}, region {region}")?;
+            writeln!(out, "client range: cloud {cloud}, region {region}")?;
         }
         if let Some(note) = self.client.note {
-            writeln!(f, "note: {note}")?;
+            writeln!(out, "note: {note}")?;
         }
         Ok(())
     }
@@ -1361,6 +1373,7 @@ mod tests {
         assert!(text.contains("client: 192.168.0.9 (from peer)"), "{text}");
         assert!(text.contains("kind: manifest"), "{text}");
         assert!(text.contains("upstream: hub"), "{text}");
+        assert!(!text.ends_with('\n'), "{text:?}");
     }
 
     #[test]
