@@ -14,7 +14,8 @@
 
 use std::fmt;
 
-use registry_redirect_core::policy::UpstreamKind;
+use registry_redirect_core::client::canonical_network;
+use registry_redirect_core::policy::{parse_network, UpstreamKind};
 use registry_redirect_core::{ApiVersionCheck, RuleSpec, Upstream};
 
 use crate::config::{ClientRanges, Config};
@@ -190,10 +191,15 @@ fn write_upstream(f: &mut fmt::Formatter<'_>, upstream: &Upstream, width: usize)
 
 fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
     let kinds: Vec<&str> = rule.kinds.iter().map(|kind| kind.as_str()).collect();
+    let clients: Vec<String> = rule
+        .clients
+        .iter()
+        .map(|value| network_as_read(value))
+        .collect();
     let criteria = [
         (
             "clients",
-            rule.clients.iter().map(String::as_str).collect::<Vec<_>>(),
+            clients.iter().map(String::as_str).collect::<Vec<_>>(),
         ),
         ("kinds", kinds),
         (
@@ -220,6 +226,16 @@ fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
         write!(f, "; canary {}% -> {}", canary.percent, canary.upstream)?;
     }
     Ok(())
+}
+
+/// Returns a rule's client network as the server reads it: without host
+/// bits, and an IPv4-mapped IPv6 network as IPv4 (`10.1.2.3/16` is
+/// `10.1.0.0/16`). Text that is not a network is returned as written.
+fn network_as_read(value: &str) -> String {
+    match parse_network(value) {
+        Some(network) => canonical_network(network).to_string(),
+        None => value.to_owned(),
+    }
 }
 
 /// Writes up to [`MAX_VALUES_SHOWN`] values separated by commas, then the
@@ -322,6 +338,22 @@ mod tests {
             "default upstream: a\nredirect status: 302\n\
              trusted proxies: 10.0.0.1/32 (header x-forwarded-for)\n"
         ));
+    }
+
+    #[test]
+    fn summary_shows_clients_as_read() {
+        let text = "default_upstream = \"a\"\n\
+                    [upstreams.a]\nurl = \"https://registry.k8s.io\"\n\
+                    [[rules]]\nname = \"lab\"\nupstream = \"a\"\n\
+                    clients = [\"192.168.0.7/24\", \"::ffff:10.9.9.9/104\", \"2001:db8::1\"]\n";
+        let config = Config::parse("config.toml", text).unwrap();
+        let summary = Summary::new(&config).to_string();
+        assert!(
+            summary.contains(
+                "rules[0] lab -> a: clients 192.168.0.0/24, 10.0.0.0/8, 2001:db8::1/128\n"
+            ),
+            "{summary}"
+        );
     }
 
     #[test]
