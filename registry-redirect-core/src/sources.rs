@@ -316,6 +316,23 @@ pub struct LabeledRanges {
     positions: HashMap<IpNet, usize>,
     /// The plain text lines whose prefix had host bits set.
     host_bit_lines: Vec<(usize, IpNet)>,
+    /// The plain text lines that repeat an earlier line's prefix with
+    /// another label.
+    repeated_lines: Vec<RepeatedPrefix>,
+}
+
+/// A line of a plain text range file that lists the same prefix as an
+/// earlier line, with another label. Only one label is kept for the
+/// prefix (see [`LabeledRanges::insert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepeatedPrefix {
+    /// The line number, from 1.
+    pub line: usize,
+    /// The earlier line with the same prefix.
+    pub earlier_line: usize,
+    /// The prefix, as looked up: without host bits, IPv4-mapped as IPv4.
+    pub prefix: IpNet,
 }
 
 impl LabeledRanges {
@@ -333,6 +350,15 @@ impl LabeledRanges {
         &self.host_bit_lines
     }
 
+    /// Returns the lines of a plain text file that list a prefix already
+    /// listed on an earlier line, with another label. Only one of the
+    /// labels is used, so a caller can warn about it. Lines that repeat a
+    /// prefix with the same label are not listed. Empty for the other
+    /// formats and for merged collections.
+    pub fn repeated_lines(&self) -> &[RepeatedPrefix] {
+        &self.repeated_lines
+    }
+
     /// Adds a prefix with its label, returning the label's id.
     ///
     /// Host bits are cleared (`10.0.0.1/8` is `10.0.0.0/8`), and a prefix
@@ -341,16 +367,29 @@ impl LabeledRanges {
     /// label with a region is kept. Between two
     /// labels that both have a region, or both have none, the new one wins.
     pub fn insert(&mut self, prefix: IpNet, label: Label) -> Result<LabelId, SourceError> {
+        self.insert_entry(prefix, label)
+            .map(|inserted| inserted.label)
+    }
+
+    /// Inserts as [`LabeledRanges::insert`] does, and also returns where the
+    /// prefix is in `entries` and, when it was there already, its label
+    /// before this call.
+    fn insert_entry(&mut self, prefix: IpNet, label: Label) -> Result<Inserted, SourceError> {
         let has_region = label.region.is_some();
         let id = self.intern(label)?;
         let prefix = canonical_network(prefix.trunc());
-        match self.positions.entry(prefix) {
+        let (index, previous) = match self.positions.entry(prefix) {
             Entry::Vacant(vacant) => {
-                vacant.insert(self.entries.len());
+                let index = self.entries.len();
+                vacant.insert(index);
                 self.entries.push(LabeledPrefix { prefix, label: id });
+                (index, None)
             }
             Entry::Occupied(occupied) => {
-                if let Some(entry) = self.entries.get_mut(*occupied.get()) {
+                let index = *occupied.get();
+                let mut previous = None;
+                if let Some(entry) = self.entries.get_mut(index) {
+                    previous = Some(entry.label);
                     let old_has_region = self
                         .labels
                         .get(entry.label as usize)
@@ -359,9 +398,14 @@ impl LabeledRanges {
                         entry.label = id;
                     }
                 }
+                (index, previous)
             }
-        }
-        Ok(id)
+        };
+        Ok(Inserted {
+            label: id,
+            index,
+            previous,
+        })
     }
 
     /// Adds every prefix of `other`, whose label replaces the label of an
@@ -838,6 +882,8 @@ pub fn parse_plain(
     let mut ranges = LabeledRanges::new();
     let mut errors = Vec::new();
     let mut more = 0;
+    // The line of each entry of `ranges`, by its index.
+    let mut entry_lines = Vec::new();
     for (index, raw) in strip_bom(bytes).split(|&byte| byte == b'\n').enumerate() {
         let line = index + 1;
         let entry = match parse_plain_line(raw, line, default_cloud) {
@@ -856,13 +902,39 @@ pub fn parse_plain(
         if prefix.trunc() != prefix {
             ranges.host_bit_lines.push((line, prefix));
         }
-        ranges.insert(prefix, Label::new(cloud, region))?;
+        let inserted = ranges.insert_entry(prefix, Label::new(cloud, region))?;
+        match inserted.previous {
+            None => entry_lines.push(line),
+            Some(previous) if previous == inserted.label => {}
+            Some(_) => {
+                let earlier_line = entry_lines.get(inserted.index).copied().unwrap_or(0);
+                let prefix = ranges
+                    .entries
+                    .get(inserted.index)
+                    .map_or(prefix, |entry| entry.prefix);
+                ranges.repeated_lines.push(RepeatedPrefix {
+                    line,
+                    earlier_line,
+                    prefix,
+                });
+            }
+        }
     }
     match errors.len() {
         0 => ranges.non_empty(SourceFormat::Plain),
         1 => Err(errors.remove(0)),
         _ => Err(SourceError::InvalidLines { errors, more }),
     }
+}
+
+/// The result of [`LabeledRanges::insert_entry`]: where the prefix is.
+struct Inserted {
+    /// The id of the label given.
+    label: LabelId,
+    /// The prefix's index in `entries`.
+    index: usize,
+    /// The prefix's label before the call, when it was already present.
+    previous: Option<LabelId>,
 }
 
 /// The number of invalid lines of a plain text file that an error describes
@@ -1413,6 +1485,18 @@ mod tests {
             .entries()
             .iter()
             .any(|entry| entry.prefix == net("10.1.0.0/16")));
+    }
+
+    #[test]
+    fn plain_text_repeated_prefixes_are_listed() {
+        let input = b"10.0.0.0/8 a r1\n192.0.2.0/24 a r2\n10.0.0.0/8 a r1\n10.9.0.0/8 b r3\n";
+        let ranges = parse(SourceFormat::Plain, input, None).unwrap();
+        let repeated = ranges.repeated_lines();
+        assert_eq!(repeated.len(), 1, "{repeated:?}");
+        assert_eq!(repeated[0].line, 4);
+        assert_eq!(repeated[0].earlier_line, 1);
+        assert_eq!(repeated[0].prefix, net("10.0.0.0/8"));
+        assert_eq!(ranges.len(), 2);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use registry_redirect_core::client::canonical_network;
-use registry_redirect_core::sources::{self, LabeledRanges, SourceError, SourceFormat};
+use registry_redirect_core::sources::{
+    self, LabeledRanges, RepeatedPrefix, SourceError, SourceFormat,
+};
 use serde::{Deserialize, Deserializer};
 
 /// One `[[client_ranges]]` entry as written.
@@ -91,8 +93,8 @@ pub(crate) struct Loaded {
     pub(crate) warnings: Vec<EntryError>,
 }
 
-/// The number of lines with host bits that a range file's warning lists.
-const HOST_BIT_LINES_SHOWN: usize = 3;
+/// The number of lines that a warning about a range file lists.
+const WARNING_LINES_SHOWN: usize = 3;
 
 /// Reads, parses and merges the range files of `specs`. Relative paths
 /// resolve against `dir`. Every entry is tried, so that all errors are
@@ -160,7 +162,11 @@ pub(crate) fn load(specs: &[RangeFileSpec], dir: &Path) -> Loaded {
                 continue;
             }
         };
-        if let Some(warning) = host_bits_warning(&spec.path, parsed.host_bit_lines()) {
+        let file_warnings = [
+            host_bits_warning(&spec.path, parsed.host_bit_lines()),
+            repeated_prefixes_warning(&spec.path, parsed.repeated_lines()),
+        ];
+        for warning in file_warnings.into_iter().flatten() {
             warnings.push(EntryError {
                 index,
                 key: "path",
@@ -198,26 +204,47 @@ pub(crate) fn load(specs: &[RangeFileSpec], dir: &Path) -> Loaded {
 /// Describes the lines of the range file `path` whose prefixes have host
 /// bits set, or returns `None` when there are none.
 fn host_bits_warning(path: &str, lines: &[(usize, IpNet)]) -> Option<String> {
+    let listed = list_lines(lines, |(line, written)| {
+        let network = canonical_network(written.trunc());
+        format!("line {line}: {written} is read as {network}")
+    })?;
+    Some(format!(
+        "{path}: prefixes with host bits set ({listed}); write the network, or the \
+         address alone for one address"
+    ))
+}
+
+/// Describes the lines of the range file `path` that list an earlier
+/// line's prefix with another label, or returns `None` when there are none.
+fn repeated_prefixes_warning(path: &str, lines: &[RepeatedPrefix]) -> Option<String> {
+    let listed = list_lines(lines, |repeated| {
+        format!(
+            "line {}: {}, as on line {}",
+            repeated.line, repeated.prefix, repeated.earlier_line
+        )
+    })?;
+    Some(format!(
+        "{path}: prefixes listed again with another label ({listed}); each prefix keeps \
+         one label, a label with a region over one without, else the later line's"
+    ))
+}
+
+/// Joins the descriptions of the first [`WARNING_LINES_SHOWN`] `lines` and
+/// counts the rest, or returns `None` when there are no lines.
+fn list_lines<T>(lines: &[T], describe: impl Fn(&T) -> String) -> Option<String> {
     if lines.is_empty() {
         return None;
     }
     let listed: Vec<String> = lines
         .iter()
-        .take(HOST_BIT_LINES_SHOWN)
-        .map(|(line, written)| {
-            let network = canonical_network(written.trunc());
-            format!("line {line}: {written} is read as {network}")
-        })
+        .take(WARNING_LINES_SHOWN)
+        .map(describe)
         .collect();
-    let more = match lines.len().saturating_sub(HOST_BIT_LINES_SHOWN) {
+    let more = match lines.len().saturating_sub(WARNING_LINES_SHOWN) {
         0 => String::new(),
         count => format!(", and {count} more"),
     };
-    Some(format!(
-        "{path}: prefixes with host bits set ({}{more}); write the network, or the \
-         address alone for one address",
-        listed.join("; ")
-    ))
+    Some(format!("{}{more}", listed.join("; ")))
 }
 
 /// Checks the values of an entry that the file's content does not decide.

@@ -658,7 +658,7 @@ fn range_file_host_bits_warn_with_lines() {
     let dir = TempDir::new("host-bits");
     dir.write(
         "bits.txt",
-        "10.0.0.0/8 lab east\n10.1.2.3/16 lab west\n192.0.2.9/24\n::ffff:10.9.9.9/104\n2001:db8::1/32\n",
+        "10.0.0.0/8 lab east\n10.1.2.3/16 lab west\n192.0.2.9/24\n::ffff:10.9.9.9/112\n2001:db8::1/32\n",
     );
     let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"bits.txt\"\n");
     let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
@@ -668,7 +668,7 @@ fn range_file_host_bits_warn_with_lines() {
         [
             "config.toml:19:8: warning: client_ranges[0].path: bits.txt: prefixes with host bits \
           set (line 2: 10.1.2.3/16 is read as 10.1.0.0/16; line 3: 192.0.2.9/24 is read as \
-          192.0.2.0/24; line 4: ::ffff:10.9.9.9/104 is read as 10.0.0.0/8, and 1 more); write \
+          192.0.2.0/24; line 4: ::ffff:10.9.9.9/112 is read as 10.9.0.0/16, and 1 more); write \
           the network, or the address alone for one address"
         ]
     );
@@ -677,6 +677,26 @@ fn range_file_host_bits_warn_with_lines() {
     let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"clean.txt\"\n");
     let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn range_file_repeated_prefixes_warn() {
+    let dir = TempDir::new("repeated");
+    dir.write(
+        "repeated.txt",
+        "10.0.0.0/8 lab east\n192.0.2.0/24 lab west\n10.0.0.0/8 lab east\n10.0.0.0/8 lab west\n",
+    );
+    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"repeated.txt\"\n");
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "config.toml:19:8: warning: client_ranges[0].path: repeated.txt: prefixes listed \
+             again with another label (line 4: 10.0.0.0/8, as on line 1); each prefix keeps one \
+             label, a label with a region over one without, else the later line's"
+        ]
+    );
 }
 
 #[test]
