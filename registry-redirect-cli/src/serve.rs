@@ -46,7 +46,7 @@ use crate::activity::{Activity, Expiry};
 use crate::admin::Readiness;
 use crate::app::{App, ConnectionService};
 pub use crate::app::{NOT_FOUND_TEXT, ROOT_TEXT};
-use crate::config::Config;
+use crate::config::{Config, LoadError};
 use crate::limits::Limits;
 use crate::proxy_protocol::ProxyProtocol;
 use crate::tls::Tls;
@@ -264,14 +264,26 @@ impl Reloader {
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&file)?;
             let certificate = crate::tls::reload_certificate(tls.as_ref(), config.tls.as_ref());
-            Ok::<_, crate::config::LoadError>((config, certificate))
+            Ok::<_, LoadError>((config, certificate))
         })
         .await;
         let (config, certificate) = match loaded {
             Ok(Ok(loaded)) => loaded,
+            Ok(Err(LoadError::Invalid(errors))) => {
+                // One event per error, so that each log line contains one
+                // `FILE:LINE:COLUMN: message`.
+                tracing::error!(
+                    config = %self.path.display(),
+                    trigger,
+                    errors = errors.0.len(),
+                    "reload failed; the previous policy keeps serving"
+                );
+                for error in &errors.0 {
+                    tracing::error!(config = %self.path.display(), %error, "invalid configuration");
+                }
+                return (None, None);
+            }
             Ok(Err(error)) => {
-                // The error goes last, as a field: it may span several
-                // lines (one per problem), and JSON logs get it whole.
                 tracing::error!(
                     config = %self.path.display(),
                     trigger,

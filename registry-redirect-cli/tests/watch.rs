@@ -359,21 +359,26 @@ fn watch_reloads_under_load() {
     }
     let reloads_before_invalid = server.log_count("configuration reloaded");
 
-    // An invalid ConfigMap update is logged and changes nothing.
-    volume.publish("default_upstream = \"nowhere\"\n", inside_lab);
+    // An invalid ConfigMap update is logged, one line per error, and
+    // changes nothing.
+    let invalid = "default_upstream = \"nowhere\"\nredirect_status = 200\n";
+    volume.publish(invalid, inside_lab);
     let started = Instant::now();
-    while server.log_count("reload failed") == 0 {
+    while server.log_count("invalid configuration") < 2 {
         assert!(
             started.elapsed() < DEADLINE,
-            "the invalid file was not reported"
+            "the invalid file's two errors were not reported"
         );
         thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(server.log_count("reload failed"), 1);
+    assert_eq!(server.log_count("config.toml:1:20: default_upstream"), 1);
+    assert_eq!(server.log_count("config.toml:2:19: redirect_status"), 1);
     thread::sleep(Duration::from_millis(500));
     wait_for_location(server.addr, &location_of("lab"));
 
     // The same content again reloads nothing. The next valid update does.
-    volume.save_by_rename("config.toml", "default_upstream = \"nowhere\"\n");
+    volume.save_by_rename("config.toml", invalid);
     thread::sleep(Duration::from_millis(800));
     assert_eq!(server.log_count("reload failed"), 1);
     volume.publish(&config_text("five"), outside_lab);
