@@ -172,12 +172,15 @@ impl Policy {
                 upstreams.push(upstream);
             }
         }
-        let defined = spec
-            .upstreams
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let defined = if spec.upstreams.is_empty() {
+            "none; add an [upstreams.NAME] table with a url".to_owned()
+        } else {
+            spec.upstreams
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let upstream_index = |name: &str| spec.upstreams.keys().position(|key| key == name);
 
         let default_upstream = upstream_index(&spec.default_upstream);
@@ -550,6 +553,20 @@ mod tests {
             error.kind,
             PolicyErrorKind::UndefinedDefaultUpstream { .. }
         ));
+    }
+
+    #[test]
+    fn undefined_default_without_upstreams() {
+        let mut spec = base_spec();
+        spec.upstreams.clear();
+        let errors = Policy::compile(&spec).unwrap_err().0;
+        let messages: Vec<String> = errors.iter().map(|error| error.kind.to_string()).collect();
+        assert!(
+            messages.iter().any(|message| message.ends_with(
+                "is not defined (defined: none; add an [upstreams.NAME] table with a url)"
+            )),
+            "{messages:?}"
+        );
     }
 
     #[test]

@@ -356,7 +356,8 @@ pub enum PolicyErrorKind {
         rule: String,
         /// The name it uses.
         upstream: String,
-        /// The defined upstream names, comma-separated.
+        /// The defined upstream names, comma-separated, or what to add when
+        /// there are none.
         defined: String,
     },
     /// `default_upstream` names an upstream that does not exist.
@@ -364,7 +365,8 @@ pub enum PolicyErrorKind {
     UndefinedDefaultUpstream {
         /// The name it uses.
         upstream: String,
-        /// The defined upstream names, comma-separated.
+        /// The defined upstream names, comma-separated, or what to add when
+        /// there are none.
         defined: String,
     },
     /// A network is neither a CIDR nor an IP address.
