@@ -292,9 +292,9 @@ async fn unreachable_upstream_gives_503() {
     assert!(text.contains(r#""code":"UNAVAILABLE""#), "{text}");
 }
 
-/// The upstream links the next page of a tag list by its own repository
-/// name, under the path prefix. The client gets a link to this server for
-/// the name it asked for, and following it reaches the second page.
+/// The upstream names its own repository, under the path prefix, in a tag
+/// list and in the link to its next page. The client gets the name it
+/// asked for in both, and following the link reaches the second page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_list_link_names_client_repository() {
     let registry = FakeRegistry::start().await;
@@ -305,20 +305,25 @@ async fn tag_list_link_names_client_repository() {
 
     let (status, headers, body) = client.get("/v2/team/app/tags/list?n=1").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        body,
-        r#"{"name":"mirror/team/app","tags":["v1"]}"#.as_bytes()
-    );
+    assert_eq!(body, r#"{"name":"team/app","tags":["v1"]}"#.as_bytes());
     let link = headers["link"].to_str().unwrap();
     assert_eq!(link, r#"</v2/team/app/tags/list?last=v1&n=1>; rel="next""#);
+
+    // HEAD gets the length of the renamed list that GET gets.
+    let (status, head_headers, head_body) = client
+        .send(Method::HEAD, "/v2/team/app/tags/list?n=1", &[])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(head_body.is_empty());
+    assert_eq!(
+        head_headers["content-length"],
+        body.len().to_string().as_str()
+    );
 
     let next = &link[1..link.find('>').unwrap()];
     let (status, headers, body) = client.get(next).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        body,
-        r#"{"name":"mirror/team/app","tags":["v2"]}"#.as_bytes()
-    );
+    assert_eq!(body, r#"{"name":"team/app","tags":["v2"]}"#.as_bytes());
     assert!(!headers.contains_key("link"));
     let seen = registry.registry_requests();
     assert_eq!(seen.last().unwrap().0, "/v2/mirror/team/app/tags/list");

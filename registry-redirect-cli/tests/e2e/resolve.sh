@@ -69,6 +69,9 @@ readonly SCRIPT_DIR
 
 readonly TAG=1.0
 readonly REPOSITORY=e2e/hello
+# The name of REPOSITORY for clients of an upstream whose path_prefix is
+# REPOSITORY's first component.
+readonly PREFIXED_NAME=${REPOSITORY#*/}
 # The issuer lets only its user read this repository and everything below.
 readonly PRIVATE_REPOSITORY=e2e/private
 # Private too, but the redirector sends it to the anonymous upstream.
@@ -572,6 +575,17 @@ upstream = "front"
 name = "private"
 repositories = ["$PRIVATE_REPOSITORY"]
 upstream = "front-credentials"
+
+# "$PREFIXED_NAME" here is "$REPOSITORY" at the upstream.
+[upstreams.front-prefixed]
+url = "http://$FRONT"
+auth = "resolve"
+path_prefix = "${REPOSITORY%/*}"
+
+[[rules]]
+name = "prefixed"
+repositories = ["$PREFIXED_NAME"]
+upstream = "front-prefixed"
 EOF2
 
 front_mark=$(line_count "$FRONT_LOG")
@@ -618,9 +632,18 @@ check_eq "resolve mode: HEAD manifest Docker-Content-Digest" "$IMAGE_DIGEST" \
 check_eq "resolve mode: HEAD manifest Content-Type" "$OCI_MANIFEST_TYPE" \
     "$(header_value Content-Type "$HEADERS")"
 
-tags=$(ip netns exec "$NS_A" curl -s --max-time "$CURL_TIMEOUT_SECS" \
-    "http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/tags/list" | jq -c '.tags' 2>/dev/null || true)
-check_eq "resolve mode: tag list" "[\"$TAG\"]" "$tags"
+tag_list=$(ip netns exec "$NS_A" curl -s --max-time "$CURL_TIMEOUT_SECS" \
+    "http://$RESOLVE_REDIRECTOR/v2/$REPOSITORY/tags/list" || true)
+check_eq "resolve mode: tag list" "[\"$TAG\"]" "$(jq -c '.tags' <<<"$tag_list" 2>/dev/null || true)"
+check_eq "resolve mode: tag list name" "$REPOSITORY" "$(jq -r '.name' <<<"$tag_list" 2>/dev/null || true)"
+
+# Under a path prefix, the list names the repository as the client wrote it.
+tag_list=$(ip netns exec "$NS_A" curl -s --max-time "$CURL_TIMEOUT_SECS" \
+    "http://$RESOLVE_REDIRECTOR/v2/$PREFIXED_NAME/tags/list" || true)
+check_eq "resolve mode: tag list under a path prefix" "[\"$TAG\"]" \
+    "$(jq -c '.tags' <<<"$tag_list" 2>/dev/null || true)"
+check_eq "resolve mode: tag list name under a path prefix" "$PREFIXED_NAME" \
+    "$(jq -r '.name' <<<"$tag_list" 2>/dev/null || echo "no JSON body: $tag_list")"
 
 blob_response=$(ip netns exec "$NS_A" curl -s -o /dev/null -D "$HEADERS" \
     --max-time "$CURL_TIMEOUT_SECS" -w '%{http_code}' \

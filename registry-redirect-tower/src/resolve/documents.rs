@@ -75,6 +75,69 @@ pub(crate) fn rewrite_pagination_links(
     }
 }
 
+/// Returns a tag list body that names the client's `name` in place of the
+/// upstream's `repository`, or `None` when the body is not a JSON object
+/// whose `name` is `repository`.
+///
+/// Only the value of `name` changes, so the rest of the body stays byte
+/// for byte as the upstream wrote it, and the length changes by the
+/// difference of the two names.
+pub(crate) fn rename_tag_list(body: &[u8], repository: &str, name: &str) -> Option<Bytes> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        name: std::borrow::Cow<'a, str>,
+    }
+    let named: Named<'_> = serde_json::from_slice(body).ok()?;
+    if named.name != repository {
+        return None;
+    }
+    let value = find_name_value(body, repository)?;
+    let mut renamed = Vec::with_capacity(body.len().saturating_sub(repository.len()) + name.len());
+    renamed.extend_from_slice(&body[..value.start]);
+    renamed.extend_from_slice(name.as_bytes());
+    renamed.extend_from_slice(&body[value.end..]);
+    Some(Bytes::from(renamed))
+}
+
+/// Returns the byte range of `repository` in the first `"name": "repository"`
+/// member of `body` that follows a `{` or a `,`, the quotes left out.
+fn find_name_value(body: &[u8], repository: &str) -> Option<std::ops::Range<usize>> {
+    const KEY: &[u8] = b"\"name\"";
+    let skip_space = |mut at: usize| {
+        while body.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        at
+    };
+    let mut from = 0;
+    while let Some(offset) = body.get(from..)?.windows(KEY.len()).position(|w| w == KEY) {
+        let key = from + offset;
+        from = key + KEY.len();
+        let before = body[..key]
+            .iter()
+            .rev()
+            .find(|byte| !byte.is_ascii_whitespace());
+        if !matches!(before, Some(b'{' | b',')) {
+            continue;
+        }
+        let colon = skip_space(from);
+        if body.get(colon) != Some(&b':') {
+            continue;
+        }
+        let quote = skip_space(colon + 1);
+        let start = quote + 1;
+        let end = start + repository.len();
+        if body.get(quote) == Some(&b'"')
+            && body.get(start..end) == Some(repository.as_bytes())
+            && body.get(end) == Some(&b'"')
+        {
+            return Some(start..end);
+        }
+    }
+    None
+}
+
 /// Returns `link` with each target in it rewritten as
 /// [`rewrite_pagination_links`] describes, or `None` when no target is
 /// under `base` and `repository`. One value may hold several links, such
@@ -231,9 +294,13 @@ impl DocumentCache {
         DocumentCache { cache }
     }
 
-    /// Returns the key of a document: its URL and the `Accept` values.
-    pub(crate) fn key(url: &str, accept: &[&HeaderValue]) -> String {
-        let mut key = url.to_owned();
+    /// Returns the key of a document: its URL, the repository name the
+    /// client wrote and the `Accept` values. The name is part of the key
+    /// because tag lists and pagination links are rewritten to it, and two
+    /// names can share a URL (`nginx` and `library/nginx` with
+    /// `library_prefix`).
+    pub(crate) fn key(url: &str, name: &str, accept: &[&HeaderValue]) -> String {
+        let mut key = format!("{url}\n{name}");
         for value in accept {
             key.push('\n');
             key.push_str(&String::from_utf8_lossy(value.as_bytes()));
@@ -289,6 +356,31 @@ mod tests {
             status,
             headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn tag_list_names_client_repository() {
+        let cases: [(&str, Option<&str>); 6] = [
+            (
+                "{\"name\":\"mirror/app\",\"tags\":[\"v1\"]}\n",
+                Some("{\"name\":\"app\",\"tags\":[\"v1\"]}\n"),
+            ),
+            // Spacing and the order of members stay as the upstream wrote them.
+            (
+                "{ \"tags\": [\"name\", \"mirror/app\"] ,\n  \"name\" : \"mirror/app\" }",
+                Some("{ \"tags\": [\"name\", \"mirror/app\"] ,\n  \"name\" : \"app\" }"),
+            ),
+            // Another repository's list, or no name, is left alone.
+            ("{\"name\":\"other\",\"tags\":[]}", None),
+            ("{\"tags\":[\"v1\"]}", None),
+            // An escaped name is not found in the text, so it is left alone.
+            ("{\"name\":\"mirror\\/app\",\"tags\":[]}", None),
+            ("not json", None),
+        ];
+        for (body, expected) in cases {
+            let renamed = rename_tag_list(body.as_bytes(), "mirror/app", "app");
+            assert_eq!(renamed.as_deref(), expected.map(str::as_bytes), "{body}");
         }
     }
 
@@ -409,8 +501,17 @@ mod tests {
         let json = HeaderValue::from_static("application/json");
         let oci = HeaderValue::from_static("application/vnd.oci.image.index.v1+json");
         assert_ne!(
-            DocumentCache::key("https://r/v2/a/manifests/1", &[&json]),
-            DocumentCache::key("https://r/v2/a/manifests/1", &[&oci])
+            DocumentCache::key("https://r/v2/a/manifests/1", "a", &[&json]),
+            DocumentCache::key("https://r/v2/a/manifests/1", "a", &[&oci])
+        );
+    }
+
+    #[test]
+    fn key_includes_client_name() {
+        let url = "https://r/v2/library/nginx/tags/list";
+        assert_ne!(
+            DocumentCache::key(url, "nginx", &[]),
+            DocumentCache::key(url, "library/nginx", &[])
         );
     }
 

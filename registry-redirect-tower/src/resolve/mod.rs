@@ -52,7 +52,8 @@ use registry_redirect_core::{Decision, Outcome, RequestKind};
 use crate::client::{build_request, ClientError, HttpClient, RequestError};
 use challenge::{bearer_challenge, BearerChallenge, ChallengeError};
 use documents::{
-    blob_headers, document_headers, rewrite_pagination_links, DocumentCache, NotCached, Reply,
+    blob_headers, document_headers, rename_tag_list, rewrite_pagination_links, DocumentCache,
+    NotCached, Reply,
 };
 use token::{check_realm_transport, read_limited, TokenCache, TokenKey};
 
@@ -484,7 +485,7 @@ impl Resolver {
     /// it has it.
     async fn document(&self, request: &ResolveRequest) -> Result<Resolution, ResolveError> {
         let accept: Vec<&HeaderValue> = request.headers.get_all(ACCEPT).iter().collect();
-        let key = DocumentCache::key(&request.url, &accept);
+        let key = DocumentCache::key(&request.url, &request.name, &accept);
         if let Some(reply) = self.inner.documents.get(&key).await {
             self.inner
                 .document_cache_hits
@@ -533,12 +534,29 @@ impl Resolver {
             &request.repository,
             &request.name,
         );
+        // A tag list names its repository. The client gets the name it
+        // asked for, not the upstream's with `path_prefix` or `library/`.
+        let renames_tag_list = request.kind == RequestKind::TagsList
+            && status.is_success()
+            && request.repository != request.name;
         if request.is_head {
             if let Some(length) = response.headers().get(CONTENT_LENGTH) {
-                headers.insert(CONTENT_LENGTH, length.clone());
+                let length = if renames_tag_list {
+                    renamed_length(length, &request.repository, &request.name)
+                } else {
+                    Some(length.clone())
+                };
+                if let Some(length) = length {
+                    headers.insert(CONTENT_LENGTH, length);
+                }
             }
         }
-        let body = self.read_document(&request.url, response).await?;
+        let mut body = self.read_document(&request.url, response).await?;
+        if renames_tag_list {
+            if let Some(renamed) = rename_tag_list(&body, &request.repository, &request.name) {
+                body = renamed;
+            }
+        }
         Ok(Reply {
             status,
             headers,
@@ -827,6 +845,17 @@ fn reply_resolution(reply: Reply, is_head: bool, cached: bool) -> Resolution {
         streamed: false,
         cached,
     }
+}
+
+/// Returns the `Content-Length` of a tag list after [`rename_tag_list`]
+/// replaced `repository` with `name`, for a `HEAD` request, whose reply
+/// has no body to rename. `None` when `length` is not a number.
+fn renamed_length(length: &HeaderValue, repository: &str, name: &str) -> Option<HeaderValue> {
+    let length: usize = length.to_str().ok()?.parse().ok()?;
+    let renamed = length
+        .checked_add(name.len())?
+        .checked_sub(repository.len())?;
+    Some(HeaderValue::from(renamed))
 }
 
 /// Builds the OCI error response for a failure.
