@@ -42,6 +42,7 @@
 //! assert!(matches!(decision.outcome, Outcome::Redirect { .. }));
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -516,7 +517,15 @@ pub fn decide<'p>(policy: &'p Policy, request: &RequestView<'_>) -> Decision<'p>
         None
     };
     let name = path.name();
-    let route = choose_route(policy, client_rules, label, kind, name, host, client.addr);
+    let route = choose_route(
+        policy,
+        client_rules,
+        label,
+        kind,
+        name,
+        host.as_deref(),
+        client.addr,
+    );
     let resolves = route.upstream.resolve().is_some();
     if kind == RequestKind::ApiVersionCheck
         && (resolves || route.upstream.api_version_check() == ApiVersionCheck::Answer)
@@ -874,16 +883,55 @@ fn unsupported_rejection(path: &RegistryPath<'_>) -> Rejection {
 /// parameter when it talks to a mirror, else the `Host` without its port.
 /// A fully qualified name's final dot is dropped, so `docker.io.` is
 /// `docker.io`.
-fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<&'a str> {
+fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<Cow<'a, str>> {
     let namespace = query.and_then(|query| {
         query
             .split('&')
             .find_map(|pair| pair.strip_prefix("ns="))
             .filter(|value| !value.is_empty())
     });
-    // containerd writes the port of a registry that has one (`ns=host:5000`).
-    let host = strip_port(namespace.or(host)?);
-    Some(host.strip_suffix('.').unwrap_or(host))
+    // containerd percent-encodes the value, with the port of a registry
+    // that has one (`ns=host%3A5000`).
+    let host = match namespace {
+        Some(value) if value.contains('%') => {
+            Cow::Owned(bare_host(&percent_decode(value)?).to_owned())
+        }
+        Some(value) => Cow::Borrowed(bare_host(value)),
+        None => Cow::Borrowed(bare_host(host?)),
+    };
+    Some(host)
+}
+
+/// Returns `host` without its port and without a final dot.
+fn bare_host(host: &str) -> &str {
+    let host = strip_port(host);
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Decodes the `%XX` escapes of a query value, or returns `None` when the
+/// result is not UTF-8. A `%` without two hex digits after it stays.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let escaped = bytes
+            .get(index + 1..index + 3)
+            .filter(|_| byte == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded_byte) => {
+                decoded.push(decoded_byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 fn strip_port(host: &str) -> &str {
@@ -911,7 +959,7 @@ fn split_port(host: &str) -> (&str, Option<&str>) {
 }
 
 /// Returns whether two authorities name the same host and port, letter
-/// case aside. A missing port matches 80 or 443, the default ports of http
+/// case and a final dot aside. A missing port matches 80 or 443, the default ports of http
 /// and https, because the view does not carry the scheme.
 fn same_authority(left: &str, right: &str) -> bool {
     let (left_host, left_port) = split_port(left);
@@ -921,6 +969,8 @@ fn same_authority(left: &str, right: &str) -> bool {
         (None, None) => true,
         (Some(port), None) | (None, Some(port)) => port == "80" || port == "443",
     };
+    let left_host = left_host.strip_suffix('.').unwrap_or(left_host);
+    let right_host = right_host.strip_suffix('.').unwrap_or(right_host);
     ports_agree && left_host.eq_ignore_ascii_case(right_host)
 }
 
@@ -1215,6 +1265,29 @@ mod tests {
     }
 
     #[test]
+    fn host_rule_decodes_ns_value() {
+        let policy = policy();
+        for query in [
+            "ns=quay.io%3A5000",
+            "ns=QUAY.IO%3a443",
+            "ns=quay%2Eio",
+            "ns=quay.io.",
+        ] {
+            let decision = Request::get("/v2/a/manifests/1")
+                .query(query)
+                .decide(&policy);
+            assert_eq!(decision.route().unwrap().upstream.name(), "quay", "{query}");
+        }
+        // Not UTF-8 once decoded, or a different host: no host rule matches.
+        for query in ["ns=quay.io%FF", "ns=quay.io%3A5000x", "ns=quay%"] {
+            let decision = Request::get("/v2/a/manifests/1")
+                .query(query)
+                .decide(&policy);
+            assert_eq!(decision.route().unwrap().upstream.name(), "k8s", "{query}");
+        }
+    }
+
+    #[test]
     fn first_matching_rule_wins() {
         let policy = policy();
         // The lab rule comes before the kube-blobs rule.
@@ -1464,12 +1537,13 @@ mod tests {
         }
 
         // The same host in any letter case, with a default port or none,
-        // or no Host line, is accepted.
+        // with a final dot or without, or no Host line, is accepted.
         for host in [
             None,
             Some("registry.example.com"),
             Some("Registry.Example.COM"),
             Some("registry.example.com:443"),
+            Some("registry.example.com."),
         ] {
             let agreeing = request(Version::HTTP_2, host);
             let decision = decide(&policy, &RequestView::from_request(&agreeing, None));

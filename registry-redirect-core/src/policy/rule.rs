@@ -348,7 +348,9 @@ pub(crate) fn compile_hosts(
 ) -> Vec<HostPattern> {
     let mut patterns = Vec::with_capacity(rule.hosts.len());
     for (index, host) in rule.hosts.iter().enumerate() {
+        // `docker.io.` names the same host as `docker.io`, as in requests.
         let lower = host.to_ascii_lowercase();
+        let lower = lower.strip_suffix('.').unwrap_or(&lower).to_owned();
         let compiled = match lower.strip_prefix("*.") {
             Some(domain) if is_host_name(domain) => {
                 Some(HostPattern::Subdomains(format!(".{domain}")))
@@ -448,6 +450,24 @@ mod tests {
         assert!(sub.matches("a.b.Example.com"));
         assert!(!sub.matches("example.com"));
         assert!(!sub.matches("badexample.com"));
+    }
+
+    #[test]
+    fn host_patterns_drop_final_dot() {
+        let rule = RuleSpec {
+            hosts: vec!["Docker.IO.".into(), "*.example.com.".into(), "..".into()],
+            ..RuleSpec::new("hosts", "hub")
+        };
+        let mut errors = Vec::new();
+        let patterns = compile_hosts(&rule, &FieldPath::root("rules"), &mut errors);
+        assert_eq!(
+            patterns,
+            [
+                HostPattern::Exact("docker.io".into()),
+                HostPattern::Subdomains(".example.com".into())
+            ]
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 
     #[test]
