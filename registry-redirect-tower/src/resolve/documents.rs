@@ -3,8 +3,9 @@
 //!
 //! A reply fetched by digest never changes, so it stays cached until the
 //! byte bound evicts it. A reply fetched by tag stays for the upstream's
-//! `tag_ttl`. Only `200 OK` replies to `GET` are cached, keyed by URL and
-//! `Accept`, because a registry picks the manifest format from `Accept`.
+//! `tag_ttl`. Only `200 OK` replies to `GET` are cached, keyed by URL, the
+//! client's repository name (see [`DocumentCache::key`]) and `Accept`,
+//! because a registry picks the manifest format from `Accept`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,39 +101,62 @@ pub(crate) fn rename_tag_list(body: &[u8], repository: &str, name: &str) -> Opti
     Some(Bytes::from(renamed))
 }
 
-/// Returns the byte range of `repository` in the first `"name": "repository"`
-/// member of `body` that follows a `{` or a `,`, the quotes left out.
+/// Returns the byte range of `repository` in the `"name": "repository"`
+/// member of the top-level object of `body`, the quotes left out, or
+/// `None` when that object's `name` is written otherwise (escaped, say).
 fn find_name_value(body: &[u8], repository: &str) -> Option<std::ops::Range<usize>> {
-    const KEY: &[u8] = b"\"name\"";
     let skip_space = |mut at: usize| {
         while body.get(at).is_some_and(u8::is_ascii_whitespace) {
             at += 1;
         }
         at
     };
-    let mut from = 0;
-    while let Some(offset) = body.get(from..)?.windows(KEY.len()).position(|w| w == KEY) {
-        let key = from + offset;
-        from = key + KEY.len();
-        let before = body[..key]
-            .iter()
-            .rev()
-            .find(|byte| !byte.is_ascii_whitespace());
-        if !matches!(before, Some(b'{' | b',')) {
-            continue;
+    let mut depth = 0usize;
+    // The last byte outside strings that is not a space: `{` or `,`
+    // before a string makes it a member's name.
+    let mut previous = 0u8;
+    let mut index = 0;
+    while let Some(&byte) = body.get(index) {
+        match byte {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let end = string_end(body, index)?;
+                let is_member_name = depth == 1 && matches!(previous, b'{' | b',');
+                if is_member_name && body.get(index + 1..end) == Some(b"name".as_slice()) {
+                    let colon = skip_space(end + 1);
+                    let quote = skip_space(colon + 1);
+                    let start = quote + 1;
+                    let value_end = start + repository.len();
+                    let found = body.get(colon) == Some(&b':')
+                        && body.get(quote) == Some(&b'"')
+                        && body.get(start..value_end) == Some(repository.as_bytes())
+                        && body.get(value_end) == Some(&b'"');
+                    return found.then_some(start..value_end);
+                }
+                previous = b'"';
+                index = end + 1;
+                continue;
+            }
+            _ => {}
         }
-        let colon = skip_space(from);
-        if body.get(colon) != Some(&b':') {
-            continue;
+        if !byte.is_ascii_whitespace() {
+            previous = byte;
         }
-        let quote = skip_space(colon + 1);
-        let start = quote + 1;
-        let end = start + repository.len();
-        if body.get(quote) == Some(&b'"')
-            && body.get(start..end) == Some(repository.as_bytes())
-            && body.get(end) == Some(&b'"')
-        {
-            return Some(start..end);
+        index += 1;
+    }
+    None
+}
+
+/// Returns the index of the quote that ends the JSON string starting at
+/// `start`, skipping escaped characters, or `None` when it does not end.
+fn string_end(body: &[u8], start: usize) -> Option<usize> {
+    let mut index = start + 1;
+    while let Some(&byte) = body.get(index) {
+        match byte {
+            b'\\' => index += 2,
+            b'"' => return Some(index),
+            _ => index += 1,
         }
     }
     None
@@ -361,7 +385,7 @@ mod tests {
 
     #[test]
     fn tag_list_names_client_repository() {
-        let cases: [(&str, Option<&str>); 6] = [
+        let cases: [(&str, Option<&str>); 7] = [
             (
                 "{\"name\":\"mirror/app\",\"tags\":[\"v1\"]}\n",
                 Some("{\"name\":\"app\",\"tags\":[\"v1\"]}\n"),
@@ -376,6 +400,12 @@ mod tests {
             ("{\"tags\":[\"v1\"]}", None),
             // An escaped name is not found in the text, so it is left alone.
             ("{\"name\":\"mirror\\/app\",\"tags\":[]}", None),
+            // Only the top-level name changes, not one in a nested object
+            // or inside a string.
+            (
+                "{\"meta\":{\"name\":\"mirror/app\"},\"x\":\"\\\",\\\"name\\\":\",\"name\":\"mirror/app\"}",
+                Some("{\"meta\":{\"name\":\"mirror/app\"},\"x\":\"\\\",\\\"name\\\":\",\"name\":\"app\"}"),
+            ),
             ("not json", None),
         ];
         for (body, expected) in cases {

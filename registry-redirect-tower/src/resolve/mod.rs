@@ -265,6 +265,13 @@ impl ResolveRequest {
         })
     }
 
+    /// Returns whether this is a tag list whose body names the upstream's
+    /// repository where the client wrote another name (`path_prefix` or
+    /// `library/`), so that the body is rewritten to the client's name.
+    fn renames_tag_list(&self) -> bool {
+        self.kind == RequestKind::TagsList && self.repository != self.name
+    }
+
     fn method(&self) -> Method {
         if self.is_head {
             Method::HEAD
@@ -493,6 +500,18 @@ impl Resolver {
             return Ok(reply_resolution(reply, request.is_head, true));
         }
 
+        // A renamed tag list's length is known only from its body, so a
+        // `HEAD` for one is sent as `GET`, and the client gets the headers.
+        let head_as_get;
+        let upstream_request = if request.is_head && request.renames_tag_list() {
+            head_as_get = ResolveRequest {
+                is_head: false,
+                ..request.clone()
+            };
+            &head_as_get
+        } else {
+            request
+        };
         let ttl = if request.by_digest {
             Some(None)
         } else if request.settings.tag_ttl.is_zero() {
@@ -500,21 +519,23 @@ impl Resolver {
         } else {
             Some(Some(request.settings.tag_ttl))
         };
-        let (Some(ttl), false) = (ttl, request.is_head) else {
+        let (Some(ttl), false) = (ttl, upstream_request.is_head) else {
             // `HEAD` replies carry no body to cache, and tags may be
             // uncached by configuration.
-            let reply = self.fetch_reply(request).await?;
+            let reply = self.fetch_reply(upstream_request).await?;
             return Ok(reply_resolution(reply, request.is_head, false));
         };
         let fetched = self
             .inner
             .documents
-            .get_or_fetch(key, ttl, self.fetch_reply(request))
+            .get_or_fetch(key, ttl, self.fetch_reply(upstream_request))
             .await;
         match fetched {
-            Ok(reply) => Ok(reply_resolution(reply, false, false)),
+            Ok(reply) => Ok(reply_resolution(reply, request.is_head, false)),
             Err(not_cached) => match &*not_cached {
-                NotCached::Reply(reply) => Ok(reply_resolution(reply.clone(), false, false)),
+                NotCached::Reply(reply) => {
+                    Ok(reply_resolution(reply.clone(), request.is_head, false))
+                }
                 NotCached::Failed(error) => Err(error.clone()),
             },
         }
@@ -534,27 +555,19 @@ impl Resolver {
             &request.repository,
             &request.name,
         );
-        // A tag list names its repository. The client gets the name it
-        // asked for, not the upstream's with `path_prefix` or `library/`.
-        let renames_tag_list = request.kind == RequestKind::TagsList
-            && status.is_success()
-            && request.repository != request.name;
         if request.is_head {
             if let Some(length) = response.headers().get(CONTENT_LENGTH) {
-                let length = if renames_tag_list {
-                    renamed_length(length, &request.repository, &request.name)
-                } else {
-                    Some(length.clone())
-                };
-                if let Some(length) = length {
-                    headers.insert(CONTENT_LENGTH, length);
-                }
+                headers.insert(CONTENT_LENGTH, length.clone());
             }
         }
         let mut body = self.read_document(&request.url, response).await?;
-        if renames_tag_list {
+        // A tag list names its repository. The client gets the name it
+        // asked for, not the upstream's with `path_prefix` or `library/`.
+        if request.renames_tag_list() && status.is_success() {
             if let Some(renamed) = rename_tag_list(&body, &request.repository, &request.name) {
                 body = renamed;
+                // The upstream's digest, if it sent one, is not this body's.
+                headers.remove("docker-content-digest");
             }
         }
         Ok(Reply {
@@ -845,17 +858,6 @@ fn reply_resolution(reply: Reply, is_head: bool, cached: bool) -> Resolution {
         streamed: false,
         cached,
     }
-}
-
-/// Returns the `Content-Length` of a tag list after [`rename_tag_list`]
-/// replaced `repository` with `name`, for a `HEAD` request, whose reply
-/// has no body to rename. `None` when `length` is not a number.
-fn renamed_length(length: &HeaderValue, repository: &str, name: &str) -> Option<HeaderValue> {
-    let length: usize = length.to_str().ok()?.parse().ok()?;
-    let renamed = length
-        .checked_add(name.len())?
-        .checked_sub(repository.len())?;
-    Some(HeaderValue::from(renamed))
 }
 
 /// Builds the OCI error response for a failure.
