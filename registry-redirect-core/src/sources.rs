@@ -329,7 +329,8 @@ pub struct LabeledRanges {
 pub struct RepeatedPrefix {
     /// The line number, from 1.
     pub line: usize,
-    /// The earlier line with the same prefix.
+    /// The earlier line with the same prefix whose label the prefix had
+    /// when this line was read.
     pub earlier_line: usize,
     /// The prefix, as looked up: without host bits, IPv4-mapped as IPv4.
     pub prefix: IpNet,
@@ -882,7 +883,7 @@ pub fn parse_plain(
     let mut ranges = LabeledRanges::new();
     let mut errors = Vec::new();
     let mut more = 0;
-    // The line of each entry of `ranges`, by its index.
+    // The line that gave each entry of `ranges`, by index, its label.
     let mut entry_lines = Vec::new();
     for (index, raw) in strip_bom(bytes).split(|&byte| byte == b'\n').enumerate() {
         let line = index + 1;
@@ -907,16 +908,19 @@ pub fn parse_plain(
             None => entry_lines.push(line),
             Some(previous) if previous == inserted.label => {}
             Some(_) => {
-                let earlier_line = entry_lines.get(inserted.index).copied().unwrap_or(0);
-                let prefix = ranges
-                    .entries
-                    .get(inserted.index)
-                    .map_or(prefix, |entry| entry.prefix);
-                ranges.repeated_lines.push(RepeatedPrefix {
-                    line,
-                    earlier_line,
-                    prefix,
-                });
+                let entry = ranges.entries.get(inserted.index).copied();
+                let prefix = entry.map_or(prefix, |entry| entry.prefix);
+                let kept_new_label = entry.is_some_and(|entry| entry.label == inserted.label);
+                if let Some(earlier_line) = entry_lines.get_mut(inserted.index) {
+                    ranges.repeated_lines.push(RepeatedPrefix {
+                        line,
+                        earlier_line: *earlier_line,
+                        prefix,
+                    });
+                    if kept_new_label {
+                        *earlier_line = line;
+                    }
+                }
             }
         }
     }
@@ -1489,13 +1493,19 @@ mod tests {
 
     #[test]
     fn plain_text_repeated_prefixes_are_listed() {
-        let input = b"10.0.0.0/8 a r1\n192.0.2.0/24 a r2\n10.0.0.0/8 a r1\n10.9.0.0/8 b r3\n";
+        let input = b"10.0.0.0/8 a r1\n192.0.2.0/24 a r2\n10.0.0.0/8 a r1\n10.9.0.0/8 b r3\n\
+                      10.0.0.0/8 a r1\n10.0.0.0/8\n10.0.0.0/8 c r9\n";
         let ranges = parse(SourceFormat::Plain, input, None).unwrap();
-        let repeated = ranges.repeated_lines();
-        assert_eq!(repeated.len(), 1, "{repeated:?}");
-        assert_eq!(repeated[0].line, 4);
-        assert_eq!(repeated[0].earlier_line, 1);
-        assert_eq!(repeated[0].prefix, net("10.0.0.0/8"));
+        let repeated: Vec<(usize, usize)> = ranges
+            .repeated_lines()
+            .iter()
+            .map(|repeated| (repeated.line, repeated.earlier_line))
+            .collect();
+        // Line 5 repeats line 1's label but differs from line 4's, which
+        // was in effect. Line 6 has no region, so line 5's label stays
+        // for line 7.
+        assert_eq!(repeated, [(4, 1), (5, 4), (6, 5), (7, 5)]);
+        assert_eq!(ranges.repeated_lines()[0].prefix, net("10.0.0.0/8"));
         assert_eq!(ranges.len(), 2);
     }
 

@@ -219,7 +219,7 @@ fn host_bits_warning(path: &str, lines: &[(usize, IpNet)]) -> Option<String> {
 fn repeated_prefixes_warning(path: &str, lines: &[RepeatedPrefix]) -> Option<String> {
     let listed = list_lines(lines, |repeated| {
         format!(
-            "line {}: {}, as on line {}",
+            "line {}: {}, labelled differently on line {}",
             repeated.line, repeated.prefix, repeated.earlier_line
         )
     })?;

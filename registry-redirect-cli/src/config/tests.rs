@@ -693,8 +693,8 @@ fn range_file_repeated_prefixes_warn() {
         warnings,
         [
             "config.toml:19:8: warning: client_ranges[0].path: repeated.txt: prefixes listed \
-             again with another label (line 4: 10.0.0.0/8, as on line 1); each prefix keeps one \
-             label, a label with a region over one without, else the later line's"
+             again with another label (line 4: 10.0.0.0/8, labelled differently on line 1); each prefix keeps \
+             one label, a label with a region over one without, else the later line's"
         ]
     );
 }
