@@ -279,7 +279,12 @@ impl Reloader {
                     "reload failed; the previous policy keeps serving"
                 );
                 for error in &errors.0 {
-                    tracing::error!(config = %self.path.display(), %error, "invalid configuration");
+                    tracing::error!(
+                        config = %self.path.display(),
+                        trigger,
+                        %error,
+                        "invalid configuration"
+                    );
                 }
                 return (None, None);
             }
