@@ -81,8 +81,7 @@ pub(crate) fn rewrite_pagination_links(
 /// whose `name` is `repository`.
 ///
 /// Only the value of `name` changes, so the rest of the body stays byte
-/// for byte as the upstream wrote it, and the length changes by the
-/// difference of the two names.
+/// for byte as the upstream wrote it.
 pub(crate) fn rename_tag_list(body: &[u8], repository: &str, name: &str) -> Option<Bytes> {
     #[derive(serde::Deserialize)]
     struct Named<'a> {
@@ -93,18 +92,19 @@ pub(crate) fn rename_tag_list(body: &[u8], repository: &str, name: &str) -> Opti
     if named.name != repository {
         return None;
     }
-    let value = find_name_value(body, repository)?;
-    let mut renamed = Vec::with_capacity(body.len().saturating_sub(repository.len()) + name.len());
+    let value = find_name_value(body)?;
+    let quoted = serde_json::to_string(name).ok()?;
+    let mut renamed = Vec::with_capacity(body.len() + quoted.len());
     renamed.extend_from_slice(&body[..value.start]);
-    renamed.extend_from_slice(name.as_bytes());
+    renamed.extend_from_slice(quoted.as_bytes());
     renamed.extend_from_slice(&body[value.end..]);
     Some(Bytes::from(renamed))
 }
 
-/// Returns the byte range of `repository` in the `"name": "repository"`
-/// member of the top-level object of `body`, the quotes left out, or
-/// `None` when that object's `name` is written otherwise (escaped, say).
-fn find_name_value(body: &[u8], repository: &str) -> Option<std::ops::Range<usize>> {
+/// Returns the byte range of the string value, quotes included, of the
+/// `name` member of the top-level object of `body`, or `None` when that
+/// member is missing or its value is not a string.
+fn find_name_value(body: &[u8]) -> Option<std::ops::Range<usize>> {
     let skip_space = |mut at: usize| {
         while body.get(at).is_some_and(u8::is_ascii_whitespace) {
             at += 1;
@@ -126,13 +126,10 @@ fn find_name_value(body: &[u8], repository: &str) -> Option<std::ops::Range<usiz
                 if is_member_name && body.get(index + 1..end) == Some(b"name".as_slice()) {
                     let colon = skip_space(end + 1);
                     let quote = skip_space(colon + 1);
-                    let start = quote + 1;
-                    let value_end = start + repository.len();
-                    let found = body.get(colon) == Some(&b':')
-                        && body.get(quote) == Some(&b'"')
-                        && body.get(start..value_end) == Some(repository.as_bytes())
-                        && body.get(value_end) == Some(&b'"');
-                    return found.then_some(start..value_end);
+                    if body.get(colon) != Some(&b':') || body.get(quote) != Some(&b'"') {
+                        return None;
+                    }
+                    return Some(quote..string_end(body, quote)? + 1);
                 }
                 previous = b'"';
                 index = end + 1;
@@ -398,8 +395,11 @@ mod tests {
             // Another repository's list, or no name, is left alone.
             ("{\"name\":\"other\",\"tags\":[]}", None),
             ("{\"tags\":[\"v1\"]}", None),
-            // An escaped name is not found in the text, so it is left alone.
-            ("{\"name\":\"mirror\\/app\",\"tags\":[]}", None),
+            // A name written with escapes is replaced whole.
+            (
+                "{\"name\":\"mirror\\/\\u0061pp\",\"tags\":[]}",
+                Some("{\"name\":\"app\",\"tags\":[]}"),
+            ),
             // Only the top-level name changes, not one in a nested object
             // or inside a string.
             (
