@@ -469,7 +469,7 @@ pub enum PolicyErrorKind {
         reason: String,
     },
     /// A host pattern is not a host name.
-    #[error("rule \"{rule}\" has an invalid host \"{host}\" (expected a host name such as docker.io or *.example.com, without scheme or port)")]
+    #[error("rule \"{rule}\" has an invalid host \"{host}\" (expected a host name such as docker.io or *.example.com, or an IP address such as 192.0.2.1 or ::1 without brackets, with no scheme or port)")]
     InvalidHost {
         /// The rule's name.
         rule: String,
