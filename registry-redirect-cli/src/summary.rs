@@ -196,6 +196,7 @@ fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
         .iter()
         .map(|value| network_as_read(value))
         .collect();
+    let hosts: Vec<String> = rule.hosts.iter().map(|host| host_as_read(host)).collect();
     let criteria = [
         (
             "clients",
@@ -206,7 +207,7 @@ fn write_criteria(f: &mut fmt::Formatter<'_>, rule: &RuleSpec) -> fmt::Result {
             "repositories",
             rule.repositories.iter().map(String::as_str).collect(),
         ),
-        ("hosts", rule.hosts.iter().map(String::as_str).collect()),
+        ("hosts", hosts.iter().map(String::as_str).collect()),
         ("clouds", rule.clouds.iter().map(String::as_str).collect()),
         ("regions", rule.regions.iter().map(String::as_str).collect()),
     ];
@@ -236,6 +237,13 @@ fn network_as_read(value: &str) -> String {
         Some(network) => canonical_network(network).to_string(),
         None => value.to_owned(),
     }
+}
+
+/// Returns a rule's host as the server compares it: lowercase, without a
+/// final dot (`Docker.IO.` is `docker.io`).
+fn host_as_read(host: &str) -> String {
+    let lower = host.to_ascii_lowercase();
+    lower.strip_suffix('.').unwrap_or(&lower).to_owned()
 }
 
 /// Writes up to [`MAX_VALUES_SHOWN`] values separated by commas, then the
@@ -341,16 +349,18 @@ mod tests {
     }
 
     #[test]
-    fn summary_shows_clients_as_read() {
+    fn summary_shows_criteria_as_read() {
         let text = "default_upstream = \"a\"\n\
                     [upstreams.a]\nurl = \"https://registry.k8s.io\"\n\
                     [[rules]]\nname = \"lab\"\nupstream = \"a\"\n\
-                    clients = [\"192.168.0.7/24\", \"::ffff:10.9.9.9/104\", \"2001:db8::1\"]\n";
+                    clients = [\"192.168.0.7/24\", \"::ffff:10.9.9.9/104\", \"2001:db8::1\"]\n\
+                    hosts = [\"Docker.IO.\"]\n";
         let config = Config::parse("config.toml", text).unwrap();
         let summary = Summary::new(&config).to_string();
         assert!(
             summary.contains(
-                "rules[0] lab -> a: clients 192.168.0.0/24, 10.0.0.0/8, 2001:db8::1/128\n"
+                "rules[0] lab -> a: clients 192.168.0.0/24, 10.0.0.0/8, 2001:db8::1/128; \
+                 hosts docker.io\n"
             ),
             "{summary}"
         );
