@@ -256,6 +256,17 @@ impl Reloader {
         reloaded.is_some()
     }
 
+    /// Logs a reload that failed with one error, such as an unreadable
+    /// file.
+    fn log_failure(&self, trigger: &'static str, error: &dyn std::fmt::Display) {
+        tracing::error!(
+            config = %self.path.display(),
+            trigger,
+            %error,
+            "reload failed; the previous policy keeps serving"
+        );
+    }
+
     /// Reloads, and returns the SHA-256 of the configuration when it
     /// serves, and the result of the certificate reload when there was one.
     async fn load_and_apply(&self, trigger: &'static str) -> (Option<String>, Option<bool>) {
@@ -289,16 +300,11 @@ impl Reloader {
                 return (None, None);
             }
             Ok(Err(error)) => {
-                tracing::error!(
-                    config = %self.path.display(),
-                    trigger,
-                    %error,
-                    "reload failed; the previous policy keeps serving"
-                );
+                self.log_failure(trigger, &error);
                 return (None, None);
             }
             Err(error) => {
-                tracing::error!(config = %self.path.display(), trigger, %error, "reload failed; the previous policy keeps serving");
+                self.log_failure(trigger, &error);
                 return (None, None);
             }
         };

@@ -653,16 +653,23 @@ fn range_file_invalid_lines_each_get_an_error() {
     );
 }
 
+/// Loads a configuration whose one plain range file `file` in `dir` has
+/// `content`, and returns its warnings as text.
+fn range_file_warnings(dir: &TempDir, file: &str, content: &str) -> Vec<String> {
+    dir.write(file, content);
+    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"{file}\"\n");
+    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
+    config.warnings.iter().map(ToString::to_string).collect()
+}
+
 #[test]
 fn range_file_host_bits_warn_with_lines() {
     let dir = TempDir::new("host-bits");
-    dir.write(
+    let warnings = range_file_warnings(
+        &dir,
         "bits.txt",
         "10.0.0.0/8 lab east\n10.1.2.3/16 lab west\n192.0.2.9/24\n::ffff:10.9.9.9/112\n2001:db8::1/32\n",
     );
-    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"bits.txt\"\n");
-    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
-    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
         [
@@ -673,22 +680,18 @@ fn range_file_host_bits_warn_with_lines() {
         ]
     );
 
-    dir.write("clean.txt", "10.0.0.0/8 lab east\n192.0.2.9\n");
-    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"clean.txt\"\n");
-    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
-    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let warnings = range_file_warnings(&dir, "clean.txt", "10.0.0.0/8 lab east\n192.0.2.9\n");
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]
 fn range_file_repeated_prefixes_warn() {
     let dir = TempDir::new("repeated");
-    dir.write(
+    let warnings = range_file_warnings(
+        &dir,
         "repeated.txt",
         "10.0.0.0/8 lab east\n192.0.2.0/24 lab west\n10.0.0.0/8 lab east\n10.0.0.0/8 lab west\n",
     );
-    let text = format!("{VALID}[[client_ranges]]\nformat = \"plain\"\npath = \"repeated.txt\"\n");
-    let config = Config::parse_in("config.toml", &text, &dir.0).unwrap();
-    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
         [
