@@ -880,9 +880,8 @@ fn unsupported_rejection(path: &RegistryPath<'_>) -> Rejection {
 }
 
 /// Returns the registry host the client requested: containerd's `ns` query
-/// parameter when it talks to a mirror, else the `Host` without its port.
-/// A fully qualified name's final dot is dropped, so `docker.io.` is
-/// `docker.io`.
+/// parameter when it talks to a mirror, else the `Host`. Drops the port and
+/// a fully qualified name's final dot, so `docker.io.:443` is `docker.io`.
 fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<Cow<'a, str>> {
     let namespace = query.and_then(|query| {
         query
@@ -890,8 +889,8 @@ fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<C
             .find_map(|pair| pair.strip_prefix("ns="))
             .filter(|value| !value.is_empty())
     });
-    // containerd percent-encodes the value, with the port of a registry
-    // that has one (`ns=host%3A5000`).
+    // The value may be percent-encoded, as in `ns=host%3A5000` for a
+    // registry with a port.
     let host = match namespace {
         Some(value) if value.contains('%') => {
             Cow::Owned(bare_host(&percent_decode(value)?).to_owned())
@@ -904,7 +903,11 @@ fn requested_host<'a>(query: Option<&'a str>, host: Option<&'a str>) -> Option<C
 
 /// Returns `host` without its port and without a final dot.
 fn bare_host(host: &str) -> &str {
-    let host = strip_port(host);
+    without_final_dot(strip_port(host))
+}
+
+/// Returns `host` without the final dot of a fully qualified name.
+fn without_final_dot(host: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
@@ -969,9 +972,7 @@ fn same_authority(left: &str, right: &str) -> bool {
         (None, None) => true,
         (Some(port), None) | (None, Some(port)) => port == "80" || port == "443",
     };
-    let left_host = left_host.strip_suffix('.').unwrap_or(left_host);
-    let right_host = right_host.strip_suffix('.').unwrap_or(right_host);
-    ports_agree && left_host.eq_ignore_ascii_case(right_host)
+    ports_agree && without_final_dot(left_host).eq_ignore_ascii_case(without_final_dot(right_host))
 }
 
 #[cfg(test)]

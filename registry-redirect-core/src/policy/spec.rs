@@ -248,7 +248,7 @@ pub struct RuleSpec {
     /// Registry hosts the client asked for: the `ns` query parameter that
     /// containerd sends to mirrors, or else the `Host` header without its
     /// port. Matched without regard to case or to the final dot of a fully
-    /// qualified name; `*.example.com` matches any subdomain of
+    /// qualified name. `*.example.com` matches any subdomain of
     /// `example.com`.
     #[cfg_attr(feature = "serde", serde(default))]
     pub hosts: Vec<String>,

@@ -562,7 +562,7 @@ impl Resolver {
         }
         let mut body = self.read_document(&request.url, response).await?;
         // A tag list names its repository. The client gets the name it
-        // asked for, not the upstream's with `path_prefix` or `library/`.
+        // requested, not the upstream's with `path_prefix` or `library/`.
         if request.renames_tag_list() && status.is_success() {
             if let Some(renamed) = rename_tag_list(&body, &request.repository, &request.name) {
                 body = renamed;
