@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -194,6 +195,7 @@ impl Activity {
         TrackedIo {
             io,
             activity: self.clone(),
+            unread: Bytes::new(),
         }
     }
 
@@ -222,6 +224,24 @@ impl Drop for RequestGuard {
 pub struct TrackedIo<T> {
     io: T,
     activity: Activity,
+    /// Bytes read before and given back by [`TrackedIo::unread`], which
+    /// reads return first.
+    unread: Bytes,
+}
+
+impl<T> TrackedIo<T> {
+    /// Gives `bytes`, read from this stream earlier, back to it: the next
+    /// reads return them before any new bytes, and do not count them as
+    /// read again.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if self.unread.is_empty() {
+            self.unread = bytes;
+        } else {
+            let mut joined = BytesMut::from(&bytes[..]);
+            joined.extend_from_slice(&self.unread);
+            self.unread = joined.freeze();
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
@@ -230,6 +250,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let count = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..count]);
+            self.unread.advance(count);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let result = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {

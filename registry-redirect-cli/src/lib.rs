@@ -8,6 +8,8 @@
 //! - [`serve`]: the HTTP server around the `registry-redirect-tower` layer.
 //! - [`admin`]: the admin listener of `serve`: health, readiness, metrics.
 //! - [`app`]: the service that the server runs on each connection.
+//! - [`simple_http1`]: the server's own HTTP/1.1 loop for `GET` and `HEAD`
+//!   requests without a body; hyper serves the rest.
 //! - [`fetch`]: `ranges fetch`, which downloads the published range files.
 //! - [`download`]: the HTTP client that `ranges fetch` downloads with.
 //! - [`health`]: `health`, which checks the admin listener of a running
@@ -36,6 +38,7 @@ pub mod limits;
 pub mod logging;
 pub mod proxy_protocol;
 pub mod serve;
+pub mod simple_http1;
 pub mod summary;
 pub mod tls;
 pub mod watch;

@@ -5,7 +5,10 @@
 //!
 //! Plain TCP connections speak HTTP/1.1 only, unless
 //! [`ConnectionSettings::h2c`] also allows HTTP/2 with prior knowledge
-//! (h2c). TLS connections speak the version that ALPN picked.
+//! (h2c). TLS connections speak the version that ALPN picked. HTTP/1.1
+//! `GET` and `HEAD` requests without a body are parsed, and their responses
+//! written, by the server's own loop in [`crate::simple_http1`]. hyper serves
+//! the rest of the connection from the first other request on, and HTTP/2.
 //!
 //! When the policy has an upstream with `verify_blobs` or a `health_check`,
 //! [`start_checks`] creates the tower crate's [`Checks`] and starts the
@@ -49,6 +52,7 @@ pub use crate::app::{NOT_FOUND_TEXT, ROOT_TEXT};
 use crate::config::{Config, LoadError};
 use crate::limits::Limits;
 use crate::proxy_protocol::ProxyProtocol;
+use crate::simple_http1::{serve_simple_requests, Outcome};
 use crate::tls::Tls;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -790,7 +794,7 @@ async fn serve_connection(
 
 /// Serves HTTP on `io`, HTTP/2 when `http2`, until the connection ends,
 /// its header read or idle timeout passes, or `stop` turns true.
-async fn serve_http<IO>(
+pub(crate) async fn serve_http<IO>(
     io: IO,
     http2: bool,
     client: SocketAddr,
@@ -810,7 +814,7 @@ async fn serve_http<IO>(
         !http2,
     );
     let service = ConnectionService::new(app, client.ip(), activity.clone());
-    let io = TokioIo::new(activity.track(io));
+    let io = activity.track(io);
 
     if http2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -818,7 +822,7 @@ async fn serve_http<IO>(
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.http2_max_concurrent_streams)
             .max_header_list_size(limits.http2_max_header_list_size());
-        let connection = builder.serve_connection(io, service);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         drive_connection(
             connection,
             |connection| connection.graceful_shutdown(),
@@ -828,6 +832,16 @@ async fn serve_http<IO>(
         .await;
         return;
     }
+
+    let simple = serve_simple_requests(io, &service, limits.max_header_bytes, &activity, &stop);
+    let io = match simple.await {
+        Outcome::Closed => return,
+        Outcome::Expired(expiry) => {
+            log_expiry(expiry);
+            return;
+        }
+        Outcome::HandOff(io) => io,
+    };
     let mut builder = http1::Builder::new();
     // A response is a few hundred bytes: copying the body after the head
     // and writing once costs less than a writev of two buffers. hyper's
@@ -837,7 +851,7 @@ async fn serve_http<IO>(
         .writev(false)
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes);
-    let connection = builder.serve_connection(io, service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     drive_connection(
         connection,
         |connection| connection.graceful_shutdown(),
@@ -867,20 +881,27 @@ async fn drive_connection<C, E>(
             }
             return;
         }
-        expiry = activity.expired() => match expiry {
-            Expiry::HeaderRead => {
-                tracing::debug!("request headers timed out; closing connection");
+        expiry = activity.expired() => {
+            log_expiry(expiry);
+            if expiry == Expiry::HeaderRead {
                 return;
             }
             // Closing gracefully sends HTTP/2's GOAWAY; an idle HTTP/1
             // connection closes at once.
-            Expiry::Idle => tracing::debug!("idle timeout; closing connection"),
-        },
+        }
         _ = stop.wait_for(|stop| *stop) => {}
     }
     graceful_shutdown(connection.as_mut());
     if let Err(error) = connection.await {
         tracing::debug!(%error, "connection ended with an error during shutdown");
+    }
+}
+
+/// Logs the timeout that ends a connection.
+fn log_expiry(expiry: Expiry) {
+    match expiry {
+        Expiry::HeaderRead => tracing::debug!("request headers timed out; closing connection"),
+        Expiry::Idle => tracing::debug!("idle timeout; closing connection"),
     }
 }
 
