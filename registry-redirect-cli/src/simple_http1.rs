@@ -65,7 +65,8 @@ const COALESCED_BODY_BYTES: usize = 16 * 1024;
 pub enum Outcome<IO> {
     /// The connection is finished: the client closed it, a read or write
     /// failed, a response asked for `connection: close`, or the server is
-    /// stopping.
+    /// stopping. Except after a failed read or write, the stream has been
+    /// shut down.
     Closed,
     /// No request arrived before the header read timeout or the idle
     /// timeout passed.
@@ -120,15 +121,26 @@ where
             if buffer.capacity() - buffer.len() < READ_BUFFER_BYTES {
                 buffer.reserve(READ_BUFFER_BYTES);
             }
-            let read = tokio::select! {
+            let woken = tokio::select! {
                 biased;
-                read = io.read_buf(&mut buffer) => read,
-                expiry = &mut expired => return Outcome::Expired(expiry),
+                read = io.read_buf(&mut buffer) => Woken::Read(read),
+                expiry = &mut expired => Woken::Expired(expiry),
                 // A request that has started is in flight: it finishes.
-                _ = &mut stopped, if buffer.is_empty() => return Outcome::Closed,
+                _ = &mut stopped, if buffer.is_empty() => Woken::Stopped,
+            };
+            let read = match woken {
+                Woken::Read(read) => read,
+                // As hyper does, close an idle connection cleanly, and drop
+                // one whose client did not finish its head.
+                Woken::Expired(Expiry::Idle) => {
+                    let _ = io.shutdown().await;
+                    return Outcome::Expired(Expiry::Idle);
+                }
+                Woken::Expired(expiry) => return Outcome::Expired(expiry),
+                Woken::Stopped => return close(io).await,
             };
             match read {
-                Ok(0) => return Outcome::Closed,
+                Ok(0) => return close(io).await,
                 Ok(_) => {}
                 Err(error) => {
                     tracing::debug!(%error, "failed to read a request; closing connection");
@@ -138,20 +150,32 @@ where
         };
 
         let Ok(response) = service.call(request).await;
-        match write_response(&mut io, &mut output, response, head_only).await {
-            Ok(true) if !*stop.borrow() => {}
-            Ok(_) => {
-                // Closing without a FIN or TLS close_notify looks like a
-                // failure to the client, so shut the stream down first.
-                let _ = io.shutdown().await;
-                return Outcome::Closed;
-            }
+        let closing = *stop.borrow();
+        match write_response(&mut io, &mut output, response, head_only, closing).await {
+            Ok(true) => {}
+            Ok(false) => return close(io).await,
             Err(error) => {
                 tracing::debug!(%error, "failed to write a response; closing connection");
                 return Outcome::Closed;
             }
         }
     }
+}
+
+/// The event that ended the wait for more of a request.
+enum Woken {
+    Read(io::Result<usize>),
+    Expired(Expiry),
+    Stopped,
+}
+
+/// Shuts `io` down and returns [`Outcome::Closed`]. Without a FIN, or a
+/// TLS close_notify, the close looks like a failure to the client.
+async fn close<IO: AsyncWrite + Unpin>(mut io: TrackedIo<IO>) -> Outcome<IO> {
+    if let Err(error) = io.shutdown().await {
+        tracing::debug!(%error, "failed to shut the connection down");
+    }
+    Outcome::Closed
 }
 
 /// The result of parsing the start of the read buffer.
@@ -253,13 +277,21 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `response` to `io`, using `output` as the buffer for its head.
-/// Returns whether the connection may stay open.
+/// Writes `response` to `io`, using `output` as the buffer for its head,
+/// with `connection: close` when `closing`. Returns whether the
+/// connection may stay open.
+///
+/// The head is framed as hyper (1.13) frames it: the service's
+/// `content-length` stays in place when the body is not empty, and
+/// otherwise the length or `transfer-encoding: chunked` follows the
+/// service's headers. Unlike hyper, a `content-length` that differs from
+/// the body's exact length is replaced by that length.
 async fn write_response<IO, B>(
     io: &mut IO,
     output: &mut Vec<u8>,
     response: Response<B>,
     head_only: bool,
+    closing: bool,
 ) -> io::Result<bool>
 where
     IO: AsyncWrite + Unpin,
@@ -281,19 +313,33 @@ where
     let may_have_length = !(status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED);
-    let mut keep_alive = true;
+    let may_have_body = may_have_length && !head_only;
+    let end_stream = body.is_end_stream();
+    let exact_length = body.size_hint().exact();
+
+    let mut keep_alive = !closing;
     let mut has_date = false;
-    let mut has_length = false;
+    // The body length that the service's content-length header states,
+    // once that header is written.
+    let mut stated_length = None;
     for (name, value) in &parts.headers {
         if *name == CONTENT_LENGTH {
-            // A HEAD response states the length of the GET response. For
-            // other responses the length comes from the body below.
-            if !head_only {
+            let parsed = value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<u64>().ok());
+            // A HEAD response states the length of the GET response. A
+            // body's first valid length stays, unless the body's own exact
+            // length differs, which the framing below then writes.
+            let valid = parsed.is_some() && (exact_length.is_none() || exact_length == parsed);
+            let keep = head_only || (stated_length.is_none() && !end_stream && valid);
+            if !keep {
                 continue;
             }
-            has_length = true;
-        } else if *name == TRANSFER_ENCODING {
-            // The body's framing is chosen below.
+            stated_length = parsed.or(Some(0));
+        } else if *name == TRANSFER_ENCODING || (*name == CONNECTION && closing) {
+            // The framing is chosen below, and a closing connection gets
+            // its `connection: close` below.
             continue;
         } else if *name == CONNECTION {
             keep_alive &= !has_close_token(value);
@@ -305,20 +351,25 @@ where
         output.extend_from_slice(value.as_bytes());
         output.extend_from_slice(b"\r\n");
     }
+    if closing {
+        output.extend_from_slice(b"connection: close\r\n");
+    }
 
-    let framing = if head_only || !may_have_length {
+    let framing = if !may_have_body {
         // hyper states a HEAD response's length only when the service
         // set the header or gave a body of known, non-zero length.
-        let length = body.size_hint().exact().unwrap_or(0);
-        if may_have_length && !has_length && length > 0 {
+        let length = exact_length.unwrap_or(0);
+        if may_have_length && stated_length.is_none() && !end_stream && length > 0 {
             write_length(output, length);
         }
         Framing::None
-    } else if body.is_end_stream() {
+    } else if end_stream {
         write_length(output, 0);
         Framing::None
-    } else if let Some(length) = body.size_hint().exact() {
-        write_length(output, length);
+    } else if let Some(length) = stated_length.or(exact_length) {
+        if stated_length.is_none() {
+            write_length(output, length);
+        }
         Framing::Length(length)
     } else {
         output.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -431,7 +482,8 @@ where
             continue;
         }
         output.clear();
-        output.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        // Upper-case hex digits, as hyper writes chunk sizes.
+        output.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
         output.extend_from_slice(&data);
         output.extend_from_slice(b"\r\n");
         io.write_all(output).await?;
@@ -486,6 +538,8 @@ mod tests {
     use std::future::Future;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::task::{Context, Poll};
     use std::time::Duration;
 
@@ -676,16 +730,60 @@ mod tests {
         }
     }
 
+    /// The server's end of an in-memory connection, which records whether
+    /// it was shut down.
+    #[derive(Debug)]
+    struct ServerEnd {
+        io: DuplexStream,
+        shut_down: Arc<AtomicBool>,
+    }
+
+    impl AsyncRead for ServerEnd {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for ServerEnd {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shut_down.store(true, Ordering::SeqCst);
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
     /// A connection served by [`serve_simple_requests`] in a task of its
-    /// own, with the client's end and the stop signal.
+    /// own, with the client's end, the stop signal, and whether the server
+    /// shut its end down.
     struct Loop {
         client: DuplexStream,
         stop: watch::Sender<bool>,
-        serving: tokio::task::JoinHandle<Outcome<DuplexStream>>,
+        serving: tokio::task::JoinHandle<Outcome<ServerEnd>>,
+        shut_down: Arc<AtomicBool>,
     }
 
     fn start_loop() -> Loop {
         let (client, server) = duplex(1 << 16);
+        let shut_down = Arc::new(AtomicBool::new(false));
+        let server = ServerEnd {
+            io: server,
+            shut_down: shut_down.clone(),
+        };
         let (stop, stop_receiver) = watch::channel(false);
         let activity = test_activity();
         let service = ConnectionService::new(test_app(), CLIENT, activity.clone());
@@ -697,6 +795,7 @@ mod tests {
             client,
             stop,
             serving,
+            shut_down,
         }
     }
 
@@ -707,6 +806,7 @@ mod tests {
         let Loop {
             mut client,
             serving,
+            shut_down,
             ..
         } = start_loop();
         let request =
@@ -724,6 +824,7 @@ mod tests {
         );
         assert_eq!(output.matches("HTTP/1.1 ").count(), 2, "{output}");
         assert!(output.contains("HTTP/1.1 200 OK\r\n"), "{output}");
+        assert!(shut_down.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
@@ -751,6 +852,7 @@ mod tests {
             mut client,
             stop,
             serving,
+            shut_down,
         } = start_loop();
         client
             .write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -765,6 +867,7 @@ mod tests {
         let outcome = serving.await.unwrap();
         assert!(matches!(outcome, Outcome::Closed), "{outcome:?}");
         assert_eq!(client.read(&mut chunk).await.unwrap(), 0);
+        assert!(shut_down.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
@@ -773,6 +876,7 @@ mod tests {
             mut client,
             stop,
             serving,
+            ..
         } = start_loop();
         client
             .write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n")
@@ -786,6 +890,7 @@ mod tests {
         let mut output = String::new();
         client.read_to_string(&mut output).await.unwrap();
         assert!(output.starts_with("HTTP/1.1 200 OK\r\n"), "{output}");
+        assert!(output.contains("\r\nconnection: close\r\n"), "{output}");
         let outcome = serving.await.unwrap();
         assert!(matches!(outcome, Outcome::Closed), "{outcome:?}");
     }
@@ -797,13 +902,38 @@ mod tests {
             client,
             stop,
             serving,
+            shut_down,
         } = start_loop();
         let outcome = serving.await.unwrap();
         assert!(
             matches!(outcome, Outcome::Expired(Expiry::HeaderRead)),
             "{outcome:?}"
         );
+        // As with hyper, a client that started no request gets no
+        // clean close.
+        assert!(!shut_down.load(Ordering::SeqCst));
         drop((client, stop));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_shuts_down() {
+        let Loop {
+            mut client,
+            stop,
+            serving,
+            shut_down,
+        } = start_loop();
+        client
+            .write_all(b"GET /v2/ HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let outcome = serving.await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Expired(Expiry::Idle)),
+            "{outcome:?}"
+        );
+        assert!(shut_down.load(Ordering::SeqCst));
+        drop(stop);
     }
 
     /// Writes `response` as the response to a GET, or a HEAD when
@@ -816,7 +946,7 @@ mod tests {
     {
         let mut io = Vec::new();
         let mut output = Vec::new();
-        let keep_alive = write_response(&mut io, &mut output, response, head_only)
+        let keep_alive = write_response(&mut io, &mut output, response, head_only, false)
             .await
             .unwrap();
         (mask_dates(&String::from_utf8(io).unwrap()), keep_alive)
@@ -843,6 +973,101 @@ mod tests {
 
     fn streamed(items: &[Result<&'static str, &'static str>]) -> Streamed {
         Streamed(items.iter().copied().collect())
+    }
+
+    type TestBody = http_body_util::combinators::BoxBody<Bytes, &'static str>;
+
+    /// Builds one test response, once for the loop and once for hyper.
+    type MakeResponse = fn() -> Response<TestBody>;
+
+    fn full(data: &'static str) -> TestBody {
+        Full::new(Bytes::from_static(data.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed()
+    }
+
+    /// Responses with bodies of known and unknown size, as resolve mode
+    /// streams them from an upstream.
+    fn body_responses() -> Vec<(&'static str, MakeResponse)> {
+        fn with(status: u16, headers: &[(&str, &str)], body: TestBody) -> Response<TestBody> {
+            let mut response = Response::new(body);
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (name, value) in headers {
+                let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+                response
+                    .headers_mut()
+                    .append(name, HeaderValue::from_str(value).unwrap());
+            }
+            response
+        }
+        vec![
+            ("length, known size", || {
+                with(
+                    200,
+                    &[
+                        ("content-type", "a/b"),
+                        ("content-length", "5"),
+                        ("etag", "x"),
+                    ],
+                    full("hello"),
+                )
+            }),
+            ("length, unknown size", || {
+                let body = streamed(&[Ok("he"), Ok("llo")]).boxed();
+                with(
+                    200,
+                    &[
+                        ("content-type", "a/b"),
+                        ("content-length", "5"),
+                        ("etag", "x"),
+                    ],
+                    body,
+                )
+            }),
+            ("partial content", || {
+                let body = streamed(&[Ok("abc")]).boxed();
+                with(
+                    206,
+                    &[("content-length", "3"), ("content-range", "bytes 0-2/9")],
+                    body,
+                )
+            }),
+            ("unknown size", || {
+                let body = streamed(&[Ok("ab"), Ok("cdefghijklmnop")]).boxed();
+                with(200, &[("etag", "x")], body)
+            }),
+            ("empty with length", || {
+                with(200, &[("content-length", "0")], full(""))
+            }),
+            ("no content", || with(204, &[("etag", "x")], full(""))),
+            ("not modified", || {
+                with(304, &[("content-length", "10"), ("etag", "x")], full(""))
+            }),
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_match_hyper() {
+        for method in ["GET", "HEAD"] {
+            for (name, make) in body_responses() {
+                let head_only = method == "HEAD";
+                let (ours, keep_alive) = written(make(), head_only).await;
+                assert!(keep_alive, "{method} {name}");
+
+                let serve = move |io: DuplexStream| async move {
+                    let service =
+                        hyper::service::service_fn(
+                            move |_| async move { Ok::<_, Infallible>(make()) },
+                        );
+                    let mut builder = http1::Builder::new();
+                    builder.writev(false);
+                    let _ = builder.serve_connection(TokioIo::new(io), service).await;
+                };
+                let request = format!("{method} / HTTP/1.1\r\nHost: a\r\n\r\n");
+                let hyper = exchange(serve, &[request.as_bytes()]).await;
+                assert_eq!(ours, hyper, "{method} {name}");
+            }
+        }
     }
 
     #[tokio::test]
