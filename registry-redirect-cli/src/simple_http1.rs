@@ -15,6 +15,41 @@
 //! connection from that request on, with its own responses to malformed
 //! requests.
 //!
+//! A connection's task runs the loop first, and hyper after a hand-off:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use registry_redirect_cli::activity::Activity;
+//! use registry_redirect_cli::app::{app, ConnectionService};
+//! use registry_redirect_cli::config::Config;
+//! use registry_redirect_cli::simple_http1::{serve_simple_requests, Outcome};
+//! use registry_redirect_tower::RegistryRedirectLayer;
+//!
+//! # async fn example(stream: tokio::net::TcpStream) {
+//! let config = Config::builtin().unwrap();
+//! let app = app(RegistryRedirectLayer::new(config.policy));
+//! let client = stream.peer_addr().unwrap().ip();
+//! let header_read_timeout = Duration::from_secs(30);
+//! let idle_timeout = Duration::from_secs(60);
+//! let activity = Activity::new(
+//!     tokio::time::Instant::now(),
+//!     header_read_timeout,
+//!     idle_timeout,
+//!     true,
+//! );
+//! let service = ConnectionService::new(app, client, activity.clone());
+//! let (_stop_sender, stop) = tokio::sync::watch::channel(false);
+//!
+//! let io = activity.track(stream);
+//! match serve_simple_requests(io, &service, 32 * 1024, &activity, &stop).await {
+//!     // Serve the rest with hyper's HTTP/1 connection, from `io`.
+//!     Outcome::HandOff(io) => drop(io),
+//!     Outcome::Closed | Outcome::Expired(_) => {}
+//! }
+//! # }
+//! ```
+//!
 //! The loop exists for speed. It does less per request than hyper's
 //! general connection state machine: a blob redirect costs about 10,850
 //! user-space instructions with it and 11,670 through hyper
@@ -22,7 +57,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Display;
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::pin;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -50,6 +85,16 @@ const MAX_HEADERS: usize = 100;
 /// sends its head a few bytes at a time would otherwise cost time
 /// quadratic in the head's size.
 const MAX_PARTIAL_READS: usize = 4;
+
+/// The request headers that make a request one for hyper: they announce a
+/// body, ask for 100-continue or an upgrade, or set the connection's fate.
+const HEADERS_FOR_HYPER: [HeaderName; 5] = [
+    CONTENT_LENGTH,
+    TRANSFER_ENCODING,
+    CONNECTION,
+    UPGRADE,
+    EXPECT,
+];
 
 /// The read buffer's initial size and the least free space for a read,
 /// as in hyper (1.13). An incomplete head this large goes to hyper, which
@@ -133,7 +178,7 @@ where
                 // As hyper does, close an idle connection cleanly, and drop
                 // one whose client did not finish its head.
                 Woken::Expired(Expiry::Idle) => {
-                    let _ = io.shutdown().await;
+                    shut_down(&mut io).await;
                     return Outcome::Expired(Expiry::Idle);
                 }
                 Woken::Expired(expiry) => return Outcome::Expired(expiry),
@@ -169,13 +214,18 @@ enum Woken {
     Stopped,
 }
 
-/// Shuts `io` down and returns [`Outcome::Closed`]. Without a FIN, or a
-/// TLS close_notify, the close looks like a failure to the client.
+/// Shuts `io` down and returns [`Outcome::Closed`].
 async fn close<IO: AsyncWrite + Unpin>(mut io: TrackedIo<IO>) -> Outcome<IO> {
+    shut_down(&mut io).await;
+    Outcome::Closed
+}
+
+/// Shuts `io` down before it is dropped. Without a FIN, or a TLS
+/// close_notify, the close looks like a failure to the client.
+async fn shut_down<IO: AsyncWrite + Unpin>(io: &mut TrackedIo<IO>) {
     if let Err(error) = io.shutdown().await {
         tracing::debug!(%error, "failed to shut the connection down");
     }
-    Outcome::Closed
 }
 
 /// The result of parsing the start of the read buffer.
@@ -210,7 +260,10 @@ fn parse_request(buffer: &mut BytesMut, max_header_bytes: usize) -> Parsed {
         Some("HEAD") => Method::HEAD,
         _ => return Parsed::Other,
     };
-    let Some(target) = parsed.path.filter(|_| parsed.version == Some(1)) else {
+    if parsed.version != Some(1) {
+        return Parsed::Other;
+    }
+    let Some(target) = parsed.path else {
         return Parsed::Other;
     };
 
@@ -224,15 +277,7 @@ fn parse_request(buffer: &mut BytesMut, max_header_bytes: usize) -> Parsed {
         let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
             return Parsed::Other;
         };
-        if [
-            CONTENT_LENGTH,
-            TRANSFER_ENCODING,
-            CONNECTION,
-            UPGRADE,
-            EXPECT,
-        ]
-        .contains(&name)
-        {
+        if HEADERS_FOR_HYPER.contains(&name) {
             return Parsed::Other;
         }
         fields.push((name, span(header.value)));
@@ -482,8 +527,9 @@ where
             continue;
         }
         output.clear();
-        // Upper-case hex digits, as hyper writes chunk sizes.
-        output.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+        // Upper-case hex digits, as hyper writes chunk sizes. Writing to a
+        // Vec cannot fail.
+        let _ = write!(output, "{:X}\r\n", data.len());
         output.extend_from_slice(&data);
         output.extend_from_slice(b"\r\n");
         io.write_all(output).await?;
