@@ -23,7 +23,7 @@
 # default registry after a full lookup.
 #
 # Settings (environment):
-#   ROUNDS          rounds of A, B and C (default 5)
+#   ROUNDS          rounds of A, B and C (default 7)
 #   DURATION        seconds of load per server and round (default 10)
 #   CONNECTIONS     wrk connections (default 64)
 #   WARMUP          seconds of the counted check run before each measurement (default 2)
@@ -33,7 +33,11 @@
 #
 # For each server it prints requests/s, requests per CPU-second, latency,
 # non-3xx responses, and the median CPU time per request split into user
-# space and kernel, which shows where a gap between two servers lies.
+# space and kernel, which shows where a gap between two servers lies. The
+# p99 latency comes twice: as wrk reports it, and for the requests actually
+# sent ("raw"). Next to them are the share of samples that wrk added for
+# stalled connections and the steal time of the two CPUs during the round
+# (see measure below).
 #
 # Needs: cargo, nginx, wrk, taskset, python3, two CPUs (Debian: apt-get
 # install nginx-light wrk util-linux python3). The last line is
@@ -43,7 +47,7 @@
 
 set -euo pipefail
 
-readonly ROUNDS=${ROUNDS:-5}
+readonly ROUNDS=${ROUNDS:-7}
 readonly DURATION=${DURATION:-10}
 readonly CONNECTIONS=${CONNECTIONS:-64}
 readonly WARMUP=${WARMUP:-2}
@@ -257,6 +261,17 @@ function done(summary, latency, requests)
         "RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non3xx=%d status_errors=%d socket_errors=%d\n",
         summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
         non3xx, errors.status, errors.connect + errors.read + errors.write + errors.timeout))
+    -- The latency histogram, one "MICROSECONDS COUNT" line per value, for
+    -- the p99 of the requests sent (see measure).
+    local path = os.getenv("LOAD_HISTOGRAM")
+    if path then
+        local out = assert(io.open(path, "w"))
+        for i = 1, #latency do
+            local value, count = latency(i)
+            out:write(string.format("%d %d\n", value, count))
+        end
+        out:close()
+    end
 end
 EOF
 
@@ -313,27 +328,87 @@ cpu_ticks() {
     echo "$user $system"
 }
 
+# Prints the steal time of CPUs 0 and 1 together, in clock ticks: the time
+# a hypervisor ran something else while these virtual CPUs had work. It is
+# field 9 of their lines in /proc/stat, and 0 on a machine that is not
+# virtual.
+steal_ticks() {
+    awk '/^cpu[01] / { sum += $9 } END { print sum + 0 }' /proc/stat
+}
+
 # Runs wrk against server $1: a counted check run of WARMUP seconds, then
-# the measurement. Prints "RPS CPU_SECONDS USER_SECONDS SYSTEM_SECONDS P50_US
-# P99_US NON3XX_IN_CHECK STATUS_4XX_5XX SOCKET_ERRORS".
+# the measurement, whose latency histogram goes to file $2. Prints "RPS
+# CPU_SECONDS USER_SECONDS SYSTEM_SECONDS P50_US P99_US RAW_P99_US
+# ADDED_PERCENT STEAL_MS NON3XX_IN_CHECK STATUS_4XX_5XX SOCKET_ERRORS".
+#
+# P99_US is wrk's figure. Before it reports, wrk corrects for coordinated
+# omission: for each response that took longer than two mean intervals
+# between requests on one connection, it adds samples for the requests that
+# connection would have sent meanwhile. RAW_P99_US is the p99 of the
+# requests actually sent, from the histogram with those samples taken out
+# again. ADDED_PERCENT is the share of samples wrk added. It is about the
+# share of the round in which the connections were stalled, so once it
+# nears 1% it decides P99_US (see docs/performance.md).
 measure() {
-    local name=$1 url check before after line
+    local name=$1 histogram=$2 url check before after steal_before steal_after line
     url=http://127.0.0.1:$(port_of "$name")$REQUEST_PATH
     check=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/count.lua" "$url" -- count |
         grep '^RESULT ')
     before=$(cpu_ticks "$SERVER_PID")
-    line=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/count.lua" "$url" |
-        grep '^RESULT ')
+    steal_before=$(steal_ticks)
+    line=$(LOAD_HISTOGRAM=$histogram taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+        -s "$WORK/count.lua" "$url" | grep '^RESULT ')
+    steal_after=$(steal_ticks)
     after=$(cpu_ticks "$SERVER_PID")
-    python3 - "$line" "$check" "$before" "$after" "$CLK_TCK" <<'EOF'
+    python3 - "$line" "$check" "$before" "$after" "$CLK_TCK" "$histogram" "$CONNECTIONS" \
+        $((steal_after - steal_before)) <<'EOF'
+import math
 import sys
 parse = lambda line: dict(item.split("=") for item in line.split()[1:])
 fields, check = parse(sys.argv[1]), parse(sys.argv[2])
 before, after = sys.argv[3].split(), sys.argv[4].split()
 user, system = ((int(a) - int(b)) / int(sys.argv[5]) for a, b in zip(after, before))
 cpu = user + system
-rps = int(fields["requests"]) / (int(fields["duration_us"]) / 1e6)
-print(f'{rps:.0f} {cpu:.2f} {user:.2f} {system:.2f} {fields["p50_us"]} {fields["p99_us"]} {check["non3xx"]} '
+requests, duration_us = int(fields["requests"]), int(fields["duration_us"])
+rps = requests / (duration_us / 1e6)
+
+histogram = {}
+for line in open(sys.argv[6]):
+    value, count = line.split()
+    histogram[int(value)] = int(count)
+reported = sum(histogram.values())
+# wrk's correction, undone. wrk walks the values upwards and, for a value
+# of at least two intervals, adds its count at value - interval, value -
+# 2 * interval, ... while above one interval. So, walking downwards, each
+# value's own count is what is left after the additions from above.
+raw = histogram
+per_connection = requests // int(sys.argv[7])
+if reported > requests and per_connection > 0:
+    interval = duration_us // per_connection
+    raw, added = {}, {}
+    for value in sorted(histogram, reverse=True):
+        own = histogram[value] - added.get(value, 0)
+        raw[value] = own
+        if own and value >= 2 * interval:
+            lower = value - interval
+            while lower > interval:
+                added[lower] = added.get(lower, 0) + own
+                lower -= interval
+
+def percentile(counts, p):
+    # The first value whose running count reaches wrk's rank, C's
+    # round(p / 100 * count + 0.5), which rounds halves up.
+    rank, running = math.floor(p / 100 * sum(counts.values()) + 1), 0
+    for value in sorted(counts):
+        running += counts[value]
+        if running >= rank:
+            return value
+    return 0
+
+added_percent = 100 * max(reported - requests, 0) / reported if reported else 0.0
+steal_ms = int(sys.argv[8]) * 1000 // int(sys.argv[5])
+print(f'{rps:.0f} {cpu:.2f} {user:.2f} {system:.2f} {fields["p50_us"]} {fields["p99_us"]} '
+      f'{percentile(raw, 99)} {added_percent:.2f} {steal_ms} {check["non3xx"]} '
       f'{fields["status_errors"]} {int(fields["socket_errors"]) + int(check["socket_errors"])}')
 EOF
 }
@@ -351,13 +426,15 @@ echo "servers on CPU 0, wrk on CPU 1: -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS
 for ((round = 1; round <= ROUNDS; round++)); do
     for name in A B C; do
         start_server "$name" "$WORK/$name.log"
-        read -r rps cpu user system p50 p99 non3xx status_errors socket_errors < <(measure "$name")
+        read -r rps cpu user system p50 p99 raw_p99 added steal non3xx status_errors socket_errors \
+            < <(measure "$name" "$WORK/latency-$round-$name.txt")
         if [[ $name == A ]]; then
             rss=$(peak_rss_kib "$SERVER_PID")
             ((rss > PEAK_RSS)) && PEAK_RSS=$rss
         fi
         stop_server
-        echo "$round $name $rps $cpu $user $system $p50 $p99 $non3xx $status_errors $socket_errors" >>"$RESULTS"
+        echo "$round $name $rps $cpu $user $system $p50 $p99 $raw_p99 $added $steal $non3xx $status_errors $socket_errors" \
+            >>"$RESULTS"
         echo "round $round $name: $rps requests/s" >&2
     done
 done
@@ -365,7 +442,7 @@ done
 # One more run of registry-redirect with the access log on, written to a
 # file, for the cost of logging every request.
 RR_LOG_LEVEL=info start_server A "$WORK/access.log"
-read -r log_rps log_cpu _ _ log_p50 log_p99 log_non3xx _ _ < <(measure A)
+read -r log_rps log_cpu _ _ log_p50 log_p99 log_raw_p99 _ _ log_non3xx _ _ < <(measure A "$WORK/latency-log.txt")
 stop_server
 log_lines=$(wc -l <"$WORK/access.log")
 
@@ -404,20 +481,21 @@ from collections import defaultdict
 rows = [line.split() for line in open(sys.argv[1])]
 names = {"A": "registry-redirect", "B": "nginx", "C": "hyper-ceiling"}
 print()
-print(f"{'round':>5} {'server':<18} {'req/s':>9} {'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7} {'non-3xx':>8} {'4xx/5xx':>8} {'sock err':>8}")
+print(f"{'round':>5} {'server':<18} {'req/s':>9} {'req/CPU-s':>10} {'p50 ms':>7} {'p99 ms':>7} {'raw p99':>8} {'added %':>8} {'steal ms':>8} {'non-3xx':>8} {'4xx/5xx':>8} {'sock err':>8}")
 by_server = defaultdict(list)
 by_round = defaultdict(dict)
-for round_, name, rps, cpu, user, system, p50, p99, non3xx, status_errors, socket_errors in rows:
+for round_, name, rps, cpu, user, system, p50, p99, raw_p99, added, steal, non3xx, status_errors, socket_errors in rows:
     rps, cpu = float(rps), float(cpu)
     per_cpu = rps * $DURATION / cpu if cpu > 0 else float("nan")
     # CPU microseconds per request, in user space and in the kernel.
     requests = rps * $DURATION
     user_us = float(user) * 1e6 / requests if requests > 0 else float("nan")
     system_us = float(system) * 1e6 / requests if requests > 0 else float("nan")
-    row = (rps, per_cpu, int(p50) / 1000, int(p99) / 1000, int(non3xx), int(status_errors), int(socket_errors), user_us, system_us)
+    row = (rps, per_cpu, int(p50) / 1000, int(p99) / 1000, int(non3xx), int(status_errors), int(socket_errors), user_us, system_us,
+           int(raw_p99) / 1000, float(added), int(steal))
     by_server[name].append(row)
     by_round[round_][name] = row
-    print(f"{round_:>5} {names[name]:<18} {rps:9.0f} {per_cpu:10.0f} {row[2]:7.2f} {row[3]:7.2f} {row[4]:8d} {row[5]:8d} {row[6]:8d}")
+    print(f"{round_:>5} {names[name]:<18} {rps:9.0f} {per_cpu:10.0f} {row[2]:7.2f} {row[3]:7.2f} {row[9]:8.2f} {row[10]:8.2f} {row[11]:8d} {row[4]:8d} {row[5]:8d} {row[6]:8d}")
 
 print()
 print("medians per server")
@@ -425,23 +503,26 @@ for name in "ABC":
     rows_ = by_server[name]
     med = lambda i: statistics.median(r[i] for r in rows_)
     print(f"  {names[name]:<18} {med(0):9.0f} req/s {med(1):10.0f} req/CPU-s  p50 {med(2):.2f} ms  p99 {med(3):.2f} ms  non-3xx {sum(r[4] for r in rows_)}  4xx/5xx {sum(r[5] for r in rows_)}  socket errors {sum(r[6] for r in rows_)}")
-    print(f"  {'':<18} CPU per request: user {med(7):.2f} us, kernel {med(8):.2f} us")
+    print(f"  {'':<18} raw p99 {med(9):.2f} ms  added {med(10):.2f} %  steal {med(11):.0f} ms  CPU per request: user {med(7):.2f} us, kernel {med(8):.2f} us")
 
 print()
-print(f"{'round':>5} {'rps A/B':>8} {'rps A/C':>8} {'cpu-eff A/B':>12} {'cpu-eff A/C':>12}")
+print(f"{'round':>5} {'rps A/B':>8} {'rps A/C':>8} {'cpu-eff A/B':>12} {'cpu-eff A/C':>12} {'p99 A/B':>8} {'raw p99 A/B':>12}")
 ratios = defaultdict(list)
+keys = ("ab", "ac", "eff_ab", "eff_ac", "p99_ab", "raw_p99_ab")
 for round_, row in sorted(by_round.items(), key=lambda item: int(item[0])):
     a, b, c = row["A"], row["B"], row["C"]
-    values = (a[0] / b[0], a[0] / c[0], a[1] / b[1], a[1] / c[1])
-    for key, value in zip(("ab", "ac", "eff_ab", "eff_ac"), values):
+    values = (a[0] / b[0], a[0] / c[0], a[1] / b[1], a[1] / c[1], a[3] / b[3], a[9] / b[9])
+    for key, value in zip(keys, values):
         ratios[key].append(value)
-    print(f"{round_:>5} {values[0]:8.2f} {values[1]:8.2f} {values[2]:12.2f} {values[3]:12.2f}")
-print(f"{'median':>5} {statistics.median(ratios['ab']):8.2f} {statistics.median(ratios['ac']):8.2f} {statistics.median(ratios['eff_ab']):12.2f} {statistics.median(ratios['eff_ac']):12.2f}")
+    print(f"{round_:>5} {values[0]:8.2f} {values[1]:8.2f} {values[2]:12.2f} {values[3]:12.2f} {values[4]:8.2f} {values[5]:12.2f}")
+medians = [statistics.median(ratios[key]) for key in keys]
+print(f"{'median':>5} {medians[0]:8.2f} {medians[1]:8.2f} {medians[2]:12.2f} {medians[3]:12.2f} {medians[4]:8.2f} {medians[5]:12.2f}")
 
 print()
 print(f"registry-redirect with the access log on: {float('$log_rps'):.0f} req/s, "
       f"{float('$log_rps') * $DURATION / float('$log_cpu'):.0f} req/CPU-s, p50 {int('$log_p50') / 1000:.2f} ms, "
-      f"p99 {int('$log_p99') / 1000:.2f} ms, non-3xx {'$log_non3xx'}, {'$log_lines'.strip()} log lines")
+      f"p99 {int('$log_p99') / 1000:.2f} ms, raw p99 {int('$log_raw_p99') / 1000:.2f} ms, non-3xx {'$log_non3xx'}, "
+      f"{'$log_lines'.strip()} log lines")
 print(f"registry-redirect peak RSS (VmHWM) with {sum(1 for l in open('$RANGES') if not l.startswith('#'))} prefixes: {$PEAK_RSS / 1024:.1f} MiB")
 print(f"registry-redirect start to accepting, ms: $STARTUP_MS")
 print(f"ratio_vs_nginx={statistics.median(ratios['ab']):.2f} ratio_vs_ceiling={statistics.median(ratios['ac']):.2f}")
