@@ -114,19 +114,38 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Waits until 127.0.0.1:$1 accepts connections, or fails after the deadline.
+# Waits until 127.0.0.1:$1 accepts connections. Fails with the end of the
+# server's log $2 when the server exits first or after the deadline.
 wait_for_port() {
-    python3 - "$1" "$START_DEADLINE_SECONDS" <<'EOF' || fail "nothing accepts connections on 127.0.0.1:$1"
+    local port=$1 log=$2 status=0
+    python3 - "$port" "$START_DEADLINE_SECONDS" "$SERVER_PID" <<'EOF' || status=$?
 import socket, sys, time
-port, deadline = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+port, deadline, pid = int(sys.argv[1]), time.monotonic() + float(sys.argv[2]), sys.argv[3]
 while time.monotonic() < deadline:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         sys.exit(0)
     except OSError:
-        time.sleep(0.01)
+        pass
+    # An exited server stays a zombie until the script waits for it.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            exited = stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        exited = True
+    if exited:
+        sys.exit(2)
+    time.sleep(0.01)
 sys.exit(1)
 EOF
+    case $status in
+    0) return 0 ;;
+    2) echo "load.sh: the server exited before it accepted connections on 127.0.0.1:$port" >&2 ;;
+    *) echo "load.sh: nothing accepts connections on 127.0.0.1:$port after $START_DEADLINE_SECONDS s" >&2 ;;
+    esac
+    echo "load.sh: the end of its log ($log):" >&2
+    tail -n 20 "$log" >&2 || true
+    exit 1
 }
 
 # ---- build -----------------------------------------------------------------
@@ -262,13 +281,18 @@ function done(summary, latency, requests)
         summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
         non3xx, errors.status, errors.connect + errors.read + errors.write + errors.timeout))
     -- The latency histogram, one "MICROSECONDS COUNT" line per value, for
-    -- the p99 of the requests sent (see measure).
+    -- the p99 of the requests sent (see measure). wrk finds each value by
+    -- a walk from the smallest, so the export costs the number of values
+    -- times their range. After a stall of seconds that would take minutes,
+    -- so the file stays empty then.
     local path = os.getenv("LOAD_HISTOGRAM")
     if path then
         local out = assert(io.open(path, "w"))
-        for i = 1, #latency do
-            local value, count = latency(i)
-            out:write(string.format("%d %d\n", value, count))
+        if #latency * (latency.max - latency.min + 1) <= 2e9 then
+            for i = 1, #latency do
+                local value, count = latency(i)
+                out:write(string.format("%d %d\n", value, count))
+            end
         end
         out:close()
     end
@@ -287,18 +311,18 @@ start_server() {
         taskset -c 0 "$RR_BIN" serve --config "$WORK/registry-redirect.toml" \
             --log-level "${RR_LOG_LEVEL:-warn}" $RR_ARGS >"$WORK/A.stdout" 2>"$log" &
         SERVER_PID=$!
-        wait_for_port "$PORT_A"
+        wait_for_port "$PORT_A" "$log"
         ;;
     B)
         taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' \
             >/dev/null 2>"$log" &
         SERVER_PID=$!
-        wait_for_port "$PORT_B"
+        wait_for_port "$PORT_B" "$log"
         ;;
     C)
         taskset -c 0 "$CEILING_BIN" --listen "127.0.0.1:$PORT_C" >/dev/null 2>"$log" &
         SERVER_PID=$!
-        wait_for_port "$PORT_C"
+        wait_for_port "$PORT_C" "$log"
         ;;
     esac
 }
@@ -348,7 +372,8 @@ steal_ticks() {
 # requests actually sent, from the histogram with those samples taken out
 # again. ADDED_PERCENT is the share of samples wrk added. It is about the
 # share of the round in which the connections were stalled, so once it
-# nears 1% it decides P99_US (see docs/performance.md).
+# nears 1% it decides P99_US (see docs/performance.md). Both are -1 when wrk
+# wrote no histogram.
 measure() {
     local name=$1 histogram=$2 url check before after steal_before steal_after line
     url=http://127.0.0.1:$(port_of "$name")$REQUEST_PATH
@@ -376,18 +401,18 @@ histogram = {}
 for line in open(sys.argv[6]):
     value, count = line.split()
     histogram[int(value)] = int(count)
-reported = sum(histogram.values())
 # wrk's correction, undone. wrk walks the values upwards and, for a value
 # of at least two intervals, adds its count at value - interval, value -
 # 2 * interval, ... while above one interval. So, walking downwards, each
 # value's own count is what is left after the additions from above.
+# Requests beyond wrk's timeout are in neither histogram.
 raw = histogram
 per_connection = requests // int(sys.argv[7])
-if reported > requests and per_connection > 0:
+if per_connection > 0:
     interval = duration_us // per_connection
     raw, added = {}, {}
     for value in sorted(histogram, reverse=True):
-        own = histogram[value] - added.get(value, 0)
+        own = max(histogram[value] - added.get(value, 0), 0)
         raw[value] = own
         if own and value >= 2 * interval:
             lower = value - interval
@@ -405,10 +430,16 @@ def percentile(counts, p):
             return value
     return 0
 
-added_percent = 100 * max(reported - requests, 0) / reported if reported else 0.0
+reported = sum(histogram.values())
+if reported:
+    raw_p99 = percentile(raw, 99)
+    added_percent = 100 * (reported - sum(raw.values())) / reported
+else:
+    raw_p99, added_percent = -1, -1
+
 steal_ms = int(sys.argv[8]) * 1000 // int(sys.argv[5])
 print(f'{rps:.0f} {cpu:.2f} {user:.2f} {system:.2f} {fields["p50_us"]} {fields["p99_us"]} '
-      f'{percentile(raw, 99)} {added_percent:.2f} {steal_ms} {check["non3xx"]} '
+      f'{raw_p99} {added_percent:.2f} {steal_ms} {check["non3xx"]} '
       f'{fields["status_errors"]} {int(fields["socket_errors"]) + int(check["socket_errors"])}')
 EOF
 }
@@ -475,8 +506,20 @@ EOF
 # ---- report ----------------------------------------------------------------
 
 python3 - "$RESULTS" <<EOF
-import statistics, sys
+import math, statistics, sys
 from collections import defaultdict
+
+def median(values):
+    # NaN (a figure that is unknown) is left out.
+    known = [value for value in values if not math.isnan(value)]
+    return statistics.median(known) if known else float("nan")
+
+def ratio(a, b):
+    return a / b if b else float("nan")
+
+def known_or_nan(value, scale):
+    # measure prints -1 for a raw p99 or added share that it could not get.
+    return float("nan") if float(value) < 0 else float(value) / scale
 
 rows = [line.split() for line in open(sys.argv[1])]
 names = {"A": "registry-redirect", "B": "nginx", "C": "hyper-ceiling"}
@@ -492,7 +535,7 @@ for round_, name, rps, cpu, user, system, p50, p99, raw_p99, added, steal, non3x
     user_us = float(user) * 1e6 / requests if requests > 0 else float("nan")
     system_us = float(system) * 1e6 / requests if requests > 0 else float("nan")
     row = (rps, per_cpu, int(p50) / 1000, int(p99) / 1000, int(non3xx), int(status_errors), int(socket_errors), user_us, system_us,
-           int(raw_p99) / 1000, float(added), int(steal))
+           known_or_nan(raw_p99, 1000), known_or_nan(added, 1), int(steal))
     by_server[name].append(row)
     by_round[round_][name] = row
     print(f"{round_:>5} {names[name]:<18} {rps:9.0f} {per_cpu:10.0f} {row[2]:7.2f} {row[3]:7.2f} {row[9]:8.2f} {row[10]:8.2f} {row[11]:8d} {row[4]:8d} {row[5]:8d} {row[6]:8d}")
@@ -501,7 +544,7 @@ print()
 print("medians per server")
 for name in "ABC":
     rows_ = by_server[name]
-    med = lambda i: statistics.median(r[i] for r in rows_)
+    med = lambda i: median([r[i] for r in rows_])
     print(f"  {names[name]:<18} {med(0):9.0f} req/s {med(1):10.0f} req/CPU-s  p50 {med(2):.2f} ms  p99 {med(3):.2f} ms  non-3xx {sum(r[4] for r in rows_)}  4xx/5xx {sum(r[5] for r in rows_)}  socket errors {sum(r[6] for r in rows_)}")
     print(f"  {'':<18} raw p99 {med(9):.2f} ms  added {med(10):.2f} %  steal {med(11):.0f} ms  CPU per request: user {med(7):.2f} us, kernel {med(8):.2f} us")
 
@@ -511,19 +554,36 @@ ratios = defaultdict(list)
 keys = ("ab", "ac", "eff_ab", "eff_ac", "p99_ab", "raw_p99_ab")
 for round_, row in sorted(by_round.items(), key=lambda item: int(item[0])):
     a, b, c = row["A"], row["B"], row["C"]
-    values = (a[0] / b[0], a[0] / c[0], a[1] / b[1], a[1] / c[1], a[3] / b[3], a[9] / b[9])
+    values = (ratio(a[0], b[0]), ratio(a[0], c[0]), ratio(a[1], b[1]), ratio(a[1], c[1]), ratio(a[3], b[3]), ratio(a[9], b[9]))
     for key, value in zip(keys, values):
         ratios[key].append(value)
     print(f"{round_:>5} {values[0]:8.2f} {values[1]:8.2f} {values[2]:12.2f} {values[3]:12.2f} {values[4]:8.2f} {values[5]:12.2f}")
-medians = [statistics.median(ratios[key]) for key in keys]
+medians = [median(ratios[key]) for key in keys]
 print(f"{'median':>5} {medians[0]:8.2f} {medians[1]:8.2f} {medians[2]:12.2f} {medians[3]:12.2f} {medians[4]:8.2f} {medians[5]:12.2f}")
 
 print()
 print(f"registry-redirect with the access log on: {float('$log_rps'):.0f} req/s, "
       f"{float('$log_rps') * $DURATION / float('$log_cpu'):.0f} req/CPU-s, p50 {int('$log_p50') / 1000:.2f} ms, "
-      f"p99 {int('$log_p99') / 1000:.2f} ms, raw p99 {int('$log_raw_p99') / 1000:.2f} ms, non-3xx {'$log_non3xx'}, "
+      f"p99 {int('$log_p99') / 1000:.2f} ms, raw p99 {known_or_nan('$log_raw_p99', 1000):.2f} ms, non-3xx {'$log_non3xx'}, "
       f"{'$log_lines'.strip()} log lines")
 print(f"registry-redirect peak RSS (VmHWM) with {sum(1 for l in open('$RANGES') if not l.startswith('#'))} prefixes: {$PEAK_RSS / 1024:.1f} MiB")
 print(f"registry-redirect start to accepting, ms: $STARTUP_MS")
-print(f"ratio_vs_nginx={statistics.median(ratios['ab']):.2f} ratio_vs_ceiling={statistics.median(ratios['ac']):.2f}")
+print(f"ratio_vs_nginx={median(ratios['ab']):.2f} ratio_vs_ceiling={median(ratios['ac']):.2f}")
+
+# Figures of a server that did not redirect measure something else, so
+# the script fails after the report and names the server.
+problems = []
+for name in "ABC":
+    rows_ = by_server[name]
+    if any(r[0] == 0 for r in rows_):
+        problems.append(f"{names[name]} completed no requests in a round")
+    non3xx, status_errors = sum(r[4] for r in rows_), sum(r[5] for r in rows_)
+    if non3xx or status_errors:
+        problems.append(f"{names[name]} sent {non3xx} non-3xx responses in the checked runs "
+                        f"and {status_errors} 4xx/5xx in the measured runs")
+if int('$log_non3xx'):
+    problems.append("registry-redirect with the access log on sent $log_non3xx non-3xx responses")
+for problem in problems:
+    print(f"load.sh: {problem}, so these figures are not of redirects", file=sys.stderr)
+sys.exit(1 if problems else 0)
 EOF
