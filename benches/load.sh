@@ -141,7 +141,7 @@ EOF
     case $status in
     0) return 0 ;;
     2) echo "load.sh: the server exited before it accepted connections on 127.0.0.1:$port" >&2 ;;
-    *) echo "load.sh: nothing accepts connections on 127.0.0.1:$port after $START_DEADLINE_SECONDS s" >&2 ;;
+    *) echo "load.sh: timed out after $START_DEADLINE_SECONDS s waiting for 127.0.0.1:$port to accept connections" >&2 ;;
     esac
     echo "load.sh: the end of its log ($log):" >&2
     tail -n 20 "$log" >&2 || true
@@ -584,6 +584,7 @@ for name in "ABC":
 if int('$log_non3xx'):
     problems.append("registry-redirect with the access log on sent $log_non3xx non-3xx responses")
 for problem in problems:
-    print(f"load.sh: {problem}, so these figures are not of redirects", file=sys.stderr)
+    print(f"load.sh: {problem}, so these figures do not measure redirects; check that server's configuration and log",
+          file=sys.stderr)
 sys.exit(1 if problems else 0)
 EOF

@@ -51,7 +51,7 @@
 //! ```
 //!
 //! The loop exists for speed. It does less per request than hyper's
-//! general connection state machine: a blob redirect costs about 10,850
+//! general connection state machine: a blob redirect costs about 10,900
 //! user-space instructions with it and 11,670 through hyper
 //! (`benches/instructions.sh`). docs/performance.md has the load figures.
 
@@ -942,7 +942,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn idle_connection_expires() {
+    async fn connection_without_request_expires() {
         // The stop signal's sender stays alive: dropping it stops the loop.
         let Loop {
             client,
